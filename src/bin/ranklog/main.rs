@@ -1,0 +1,59 @@
+//! The `ranklog` command: list, inspect, launch and sync runs.
+
+mod runs;
+mod show;
+mod table;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Track distributed training runs: list, inspect, launch and sync them.
+#[derive(Parser)]
+#[command(name = "ranklog", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List runs, newest first.
+    Runs(runs::Args),
+    /// Show one run: meta, config, summary, git and its metrics.
+    Show(show::Args),
+}
+
+/// The root directory: `--dir`, else `RANKLOG_DIR`, else `./ranklog`.
+pub(crate) fn root(dir: &Option<PathBuf>) -> PathBuf {
+    match dir {
+        Some(d) => d.clone(),
+        None => ranklog::Settings::new().root(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Runs(args) => runs::run(args),
+        Command::Show(args) => show::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            if is_broken_pipe(&e) {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("ranklog: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}

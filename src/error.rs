@@ -1,0 +1,185 @@
+//! The one error type of ranklog.
+//!
+//! Variants are named for what the user does next; each message says what
+//! happened and, where one action fixes it, what to do.
+
+use std::path::PathBuf;
+
+/// Every failure a user of ranklog can meet.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A project, group, job type or run name uses characters ranklog does not allow.
+    #[error("invalid {what} {value:?}: {reason}")]
+    InvalidName {
+        /// Which name: `project`, `group`, `job_type`, `run name` or `run id`.
+        what: &'static str,
+        /// The name as given.
+        value: String,
+        /// What is wrong and which characters are allowed.
+        reason: String,
+    },
+
+    /// A metric or summary key is empty, too long, reserved or holds control characters.
+    #[error("invalid metric key {key:?}: {reason}")]
+    InvalidKey {
+        /// The key as given.
+        key: String,
+        /// What is wrong and what is allowed.
+        reason: String,
+    },
+
+    /// A setting (from code or from a `RANKLOG_*` variable) has a value ranklog cannot use.
+    #[error("invalid setting {name}={value:?}: {reason}")]
+    InvalidSetting {
+        /// The setting or environment variable.
+        name: String,
+        /// The value as given.
+        value: String,
+        /// What is wrong and what would be accepted.
+        reason: String,
+    },
+
+    /// A row was logged at a step lower than the run's current step; nothing was written.
+    #[error("step {step} is lower than the run's current step {current}; steps must not go backwards (log at step {current} or higher, or omit the step)")]
+    StepWentBackwards {
+        /// The step that was asked for.
+        step: u64,
+        /// The run's current step.
+        current: u64,
+    },
+
+    /// A run with this id already exists under the root directory.
+    #[error("run id {id:?} already exists in {}; choose another id or unset RANKLOG_RUN_ID (runs are never merged)", .dir.display())]
+    RunIdExists {
+        /// The id that was asked for.
+        id: String,
+        /// The existing run directory.
+        dir: PathBuf,
+    },
+
+    /// The run directory or one of its files could not be created or written.
+    #[error("cannot write {}; check that the directory exists, is writable and has free space (set RANKLOG_DIR to use another root)", .path.display())]
+    Write {
+        /// The file or directory.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The run log could not be written to disk during the run (disk full, for example).
+    ///
+    /// Training went on; the records that reached the disk before the failure are
+    /// intact and readable. `lost` counts the records that could not be written.
+    #[error("could not write the run log {} ({lost} records lost); free disk space, then check the run with `ranklog show`", .path.display())]
+    WriteFailed {
+        /// The run log.
+        path: PathBuf,
+        /// How many records could not be written.
+        lost: u64,
+        /// The first write error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A file of a run could not be read.
+    #[error("cannot read {}", .path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A file is not a ranklog run log, or was written by an unsupported version.
+    #[error("{} is not a readable ranklog run log: {reason}", .path.display())]
+    NotARunLog {
+        /// The file.
+        path: PathBuf,
+        /// What was found instead.
+        reason: String,
+    },
+
+    /// A run's `meta.json` or `summary.json` is not valid.
+    #[error("cannot parse {}", .path.display())]
+    BadJson {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: serde_json::Error,
+    },
+
+    /// No run matches an id, a name or a path.
+    #[error("no run {query:?} under {}; list the runs with `ranklog runs --dir {}`", .root.display(), .root.display())]
+    RunNotFound {
+        /// What was looked for.
+        query: String,
+        /// The root directory searched.
+        root: PathBuf,
+    },
+
+    /// A name matches several runs.
+    #[error("{query:?} names {count} runs under {}; use the run id instead", .root.display())]
+    AmbiguousRun {
+        /// What was looked for.
+        query: String,
+        /// How many runs match.
+        count: usize,
+        /// The root directory searched.
+        root: PathBuf,
+    },
+
+    /// The run has finished; it takes no more data.
+    #[error("run {id} has finished; start a new run with ranklog::init")]
+    RunFinished {
+        /// The run's id.
+        id: String,
+    },
+
+    /// The run's background writer is gone (it panicked or was never started).
+    #[error("the writer thread of run {id} is gone; what it wrote so far is in the run directory")]
+    WriterGone {
+        /// The run's id.
+        id: String,
+    },
+
+    /// The run's writer did not answer within the finish timeout.
+    #[error("run {id} did not finish writing within {seconds} s; the run directory holds what was written")]
+    FinishTimeout {
+        /// The run's id.
+        id: String,
+        /// The timeout.
+        seconds: u64,
+    },
+
+    /// The run handle was used in a child made by `fork()` without `exec`.
+    #[error("run {id} was created in process {parent_pid} and used in forked child {child_pid}, where its writer thread does not exist; call ranklog::init in the child (with its own run id) or log from the parent")]
+    ForkedProcess {
+        /// The run's id.
+        id: String,
+        /// The process that created the run.
+        parent_pid: u32,
+        /// The process that used it.
+        child_pid: u32,
+    },
+
+    /// Online mode was asked for, but this build cannot stream to a tracking server yet.
+    #[error("online mode is not available in this version of ranklog (tracking server {uri:?}); use Mode::Offline or RANKLOG_MODE=offline and upload later with `ranklog sync`")]
+    OnlineUnavailable {
+        /// The configured tracking server.
+        uri: String,
+    },
+
+    /// The config given to a run is not a JSON object.
+    #[error("run config must be a JSON object of key/value pairs, got {found}; wrap it, e.g. json!({{\"config\": ...}})")]
+    ConfigNotAnObject {
+        /// The JSON type that was given.
+        found: &'static str,
+    },
+}
+
+/// A `Result` whose error is ranklog's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,18 @@
+#![doc = include_str!("../README.md")]
+#![deny(missing_docs)]
+#![deny(rustdoc::broken_intra_doc_links)]
+
+mod error;
+mod names;
+pub mod rank;
+pub mod record;
+mod run;
+mod settings;
+pub mod store;
+mod sys;
+
+pub use error::{Error, Result};
+pub use rank::RankInfo;
+pub use record::{ExitState, Record};
+pub use run::{init, Finished, MetricValue, Run, SummaryValue};
+pub use settings::{Mode, Reinit, Settings};

@@ -1,0 +1,54 @@
+//! The two lines a run prints for people on stderr: at init and at finish.
+//!
+//! These are output for the person at the terminal, like wandb's banner, not
+//! diagnostics (those go through `tracing`). `RANKLOG_SILENT=1` turns them off.
+
+use std::io::Write;
+use std::path::Path;
+
+/// `ranklog: run snowy-owl-10 (id 3k9x0c2a) writing to ./ranklog/run-…`
+pub(super) fn started(name: &str, id: &str, dir: &Path) {
+    line(&format!(
+        "ranklog: run {name} (id {id}) writing to {}",
+        dir.display()
+    ));
+}
+
+/// `ranklog: finished snowy-owl-10: 1000 steps, 10000 points, 98.1 KiB in 1.2 s`
+pub(super) fn finished(
+    name: &str,
+    state: &str,
+    steps: u64,
+    points: u64,
+    bytes: u64,
+    secs: f64,
+    dir: &Path,
+) {
+    line(&format!(
+        "ranklog: {state} {name}: {steps} steps, {points} points, {} in {secs:.2} s\n\
+         ranklog: see it with `ranklog show {}`; upload it with `ranklog sync {}`",
+        human_bytes(bytes),
+        dir.display(),
+        dir.display()
+    ));
+}
+
+fn line(text: &str) {
+    let _ = writeln!(std::io::stderr().lock(), "{text}");
+}
+
+/// `1.5 KiB`, `3.2 MiB`, …
+pub(crate) fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}

@@ -1,0 +1,310 @@
+//! Where a run's records go: its own log through a writer thread, or nowhere.
+//!
+//! This is the one place that decides: [`Sink::Local`] for offline (and,
+//! later, online) runs, [`Sink::Disabled`] for disabled ones. `Run` never asks
+//! which mode it is in.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::PathBuf;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use parking_lot::Mutex;
+
+use crate::error::{Error, Result};
+use crate::record::{Exit, ExitState, Record};
+use crate::store::{self, FinalSummary, Meta, Writer, HEARTBEAT_INTERVAL};
+
+/// Backlog of unwritten data kept while the disk refuses writes; past it the
+/// oldest unwritten records are dropped and counted.
+const MAX_BACKLOG: usize = 64 << 20;
+
+/// What the writer says when it is done.
+#[derive(Debug)]
+pub(crate) struct Report {
+    pub steps: u64,
+    pub points: u64,
+    pub log_bytes: u64,
+    pub failure: Option<(io::Error, u64)>,
+}
+
+/// Destination of a run's records.
+pub(crate) enum Sink {
+    /// Nothing is written and nothing runs.
+    Disabled,
+    /// A writer thread appends to the run's own log.
+    Local(LocalSink),
+}
+
+/// The sending side of a writer thread.
+pub(crate) struct LocalSink {
+    tx: Sender<Msg>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+enum Msg {
+    Record(Record),
+    Flush(Sender<io::Result<()>>),
+    Finish(Box<Exit>, Sender<Report>),
+}
+
+impl Sink {
+    /// Queues one record; waits while the queue is full.
+    pub(crate) fn send(&self, record: Record) -> std::result::Result<(), ()> {
+        match self {
+            Sink::Disabled => Ok(()),
+            Sink::Local(l) => l.tx.send(Msg::Record(record)).map_err(|_| ()),
+        }
+    }
+
+    /// A sender for a helper thread (git capture) to add records.
+    pub(crate) fn record_sender(&self) -> Option<RecordSender> {
+        match self {
+            Sink::Disabled => None,
+            Sink::Local(l) => Some(RecordSender(l.tx.clone())),
+        }
+    }
+
+    /// Waits until everything queued so far is in the file.
+    pub(crate) fn flush(&self, id: &str, timeout: Duration) -> Result<()> {
+        let Sink::Local(l) = self else { return Ok(()) };
+        let (ack_tx, ack) = crossbeam_channel::bounded(1);
+        l.tx.send(Msg::Flush(ack_tx)).map_err(|_| gone(id))?;
+        match ack.recv_timeout(timeout) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(source)) => Err(Error::WriteFailed {
+                path: PathBuf::from(store::LOG_FILE),
+                lost: 0,
+                source,
+            }),
+            Err(RecvTimeoutError::Timeout) => Err(Error::FinishTimeout {
+                id: id.to_string(),
+                seconds: timeout.as_secs(),
+            }),
+            Err(RecvTimeoutError::Disconnected) => Err(gone(id)),
+        }
+    }
+
+    /// Writes the exit record, syncs the log and stops the writer.
+    pub(crate) fn finish(&self, id: &str, exit: Exit, timeout: Duration) -> Result<Option<Report>> {
+        let Sink::Local(l) = self else {
+            return Ok(None);
+        };
+        let (ack_tx, ack) = crossbeam_channel::bounded(1);
+        l.tx.send(Msg::Finish(Box::new(exit), ack_tx))
+            .map_err(|_| gone(id))?;
+        let report = match ack.recv_timeout(timeout) {
+            Ok(r) => r,
+            Err(RecvTimeoutError::Timeout) => {
+                return Err(Error::FinishTimeout {
+                    id: id.to_string(),
+                    seconds: timeout.as_secs(),
+                })
+            }
+            Err(RecvTimeoutError::Disconnected) => return Err(gone(id)),
+        };
+        if let Some(t) = l.thread.lock().take() {
+            let _ = t.join();
+        }
+        Ok(Some(report))
+    }
+}
+
+fn gone(id: &str) -> Error {
+    Error::WriterGone { id: id.to_string() }
+}
+
+/// Lets a helper thread add records to a run without holding the run.
+pub(crate) struct RecordSender(Sender<Msg>);
+
+impl RecordSender {
+    /// Queues a record; false if the writer has stopped.
+    pub(crate) fn send(&self, record: Record) -> bool {
+        self.0.send(Msg::Record(record)).is_ok()
+    }
+}
+
+impl LocalSink {
+    /// Starts the writer thread over an open log.
+    pub(crate) fn start(
+        log: Writer,
+        meta: Meta,
+        dir: PathBuf,
+        capacity: usize,
+        flush_interval: Duration,
+    ) -> Result<LocalSink> {
+        let (tx, rx) = crossbeam_channel::bounded(capacity);
+        let stage = WriterStage {
+            rx,
+            log,
+            meta,
+            dir: dir.clone(),
+            flush_interval,
+            steps: 0,
+            points: 0,
+            last_step: None,
+            last_t_us: 0,
+            summary: BTreeMap::new(),
+            failure: None,
+            lost: 0,
+        };
+        let thread = std::thread::Builder::new()
+            .name("ranklog-writer".into())
+            .spawn(move || stage.run())
+            .map_err(|source| Error::Write { path: dir, source })?;
+        Ok(LocalSink {
+            tx,
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+}
+
+/// The writer thread: drains the channel into the log.
+struct WriterStage {
+    rx: Receiver<Msg>,
+    log: Writer,
+    meta: Meta,
+    dir: PathBuf,
+    flush_interval: Duration,
+    steps: u64,
+    points: u64,
+    last_step: Option<u64>,
+    last_t_us: i64,
+    summary: BTreeMap<String, serde_json::Value>,
+    failure: Option<io::Error>,
+    lost: u64,
+}
+
+impl WriterStage {
+    fn run(mut self) {
+        let mut next_flush = Instant::now() + self.flush_interval;
+        let mut last_heartbeat = Instant::now();
+        loop {
+            match self.rx.recv_deadline(next_flush) {
+                Ok(Msg::Record(r)) => {
+                    self.observe(&r);
+                    self.log.append(&r);
+                }
+                Ok(Msg::Flush(ack)) => {
+                    let _ = ack.send(self.flush());
+                }
+                Ok(Msg::Finish(exit, ack)) => {
+                    let _ = ack.send(self.finish(*exit));
+                    return;
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => {
+                    // Every handle is gone without finishing (a forked child's
+                    // copy, or a leak): keep what came, write no exit.
+                    let _ = self.flush();
+                    return;
+                }
+            }
+            let now = Instant::now();
+            if now >= next_flush {
+                if now.duration_since(last_heartbeat) >= HEARTBEAT_INTERVAL {
+                    self.log.append(&Record::Heartbeat {
+                        t_us: crate::run::clock::since_start_us(self.meta.start_unix_ms * 1000),
+                    });
+                    last_heartbeat = now;
+                }
+                let _ = self.flush();
+                next_flush = now + self.flush_interval;
+            }
+        }
+    }
+
+    fn observe(&mut self, record: &Record) {
+        match record {
+            Record::History(row) => {
+                if self.last_step != Some(row.step) {
+                    self.steps += 1;
+                    self.last_step = Some(row.step);
+                }
+                self.points += row.values.len() as u64;
+                self.last_t_us = self.last_t_us.max(row.t_us);
+            }
+            Record::Summary { key, json } => {
+                self.summary
+                    .insert(key.clone(), crate::run::summary::parse(json));
+            }
+            Record::Name { name } => {
+                self.meta.name = name.clone();
+                self.write_meta();
+            }
+            Record::Git(git) => {
+                self.meta.git = Some(git.clone());
+                self.write_meta();
+            }
+            _ => {}
+        }
+    }
+
+    fn write_meta(&self) {
+        if let Err(e) = store::write_json(&self.dir.join(store::META_FILE), &self.meta) {
+            tracing::warn!(error = %e, "ranklog: could not update meta.json");
+        }
+    }
+
+    /// Writes what is pending; on failure keeps it (bounded) for the next try.
+    fn flush(&mut self) -> io::Result<()> {
+        match self.log.flush() {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                if self.failure.is_none() {
+                    tracing::warn!(
+                        path = %self.log.path().display(),
+                        error = %e,
+                        "ranklog: cannot write the run log; training goes on and the write is retried"
+                    );
+                }
+                if self.log.pending_bytes() > MAX_BACKLOG {
+                    self.lost += self.log.discard_pending();
+                }
+                let copy = io::Error::new(e.kind(), e.to_string());
+                self.failure.get_or_insert(e);
+                Err(copy)
+            }
+        }
+    }
+
+    fn finish(&mut self, exit: Exit) -> Report {
+        let state = exit.state;
+        let (code, message, t_us) = (exit.code, exit.message.clone(), exit.t_us);
+        self.log.append(&Record::Exit(exit));
+        let synced = self.log.sync();
+        if let Err(e) = synced {
+            self.failure.get_or_insert(e);
+            self.lost += self.log.discard_pending();
+        }
+        let ended = time::OffsetDateTime::now_utc();
+        let fin = FinalSummary {
+            state: match state {
+                ExitState::Finished => "finished",
+                ExitState::Failed => "failed",
+            }
+            .to_string(),
+            exit_code: code,
+            message,
+            ended: crate::run::clock::rfc3339(ended),
+            duration_s: t_us as f64 / 1e6,
+            steps: self.steps,
+            points: self.points,
+            log_bytes: self.log.offset(),
+            summary: std::mem::take(&mut self.summary),
+        };
+        if self.failure.is_none() {
+            if let Err(e) = store::write_json(&self.dir.join(store::SUMMARY_FILE), &fin) {
+                tracing::warn!(error = %e, "ranklog: could not write summary.json");
+            }
+        }
+        Report {
+            steps: self.steps,
+            points: self.points,
+            log_bytes: self.log.offset(),
+            failure: self.failure.take().map(|e| (e, self.lost)),
+        }
+    }
+}

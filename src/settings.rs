@@ -1,0 +1,429 @@
+//! How a run is configured: the [`Settings`] builder, and the one place that
+//! reads `RANKLOG_*` environment variables.
+//!
+//! A value set in code wins over the environment, which wins over the default.
+//!
+//! | variable | setting | default |
+//! |---|---|---|
+//! | `RANKLOG_MODE` | [`Settings::mode`]: `online`, `offline`, `disabled` | online if a tracking server is configured, else offline |
+//! | `RANKLOG_DIR` | [`Settings::dir`] | `./ranklog` |
+//! | `RANKLOG_PROJECT` | [`Settings::project`] | `uncategorized` |
+//! | `RANKLOG_NAME` | [`Settings::name`] | `adjective-noun-N` |
+//! | `RANKLOG_RUN_ID` | [`Settings::id`] | 8 random `[a-z0-9]` |
+//! | `RANKLOG_GROUP` | [`Settings::group`] | none |
+//! | `RANKLOG_JOB_TYPE` | [`Settings::job_type`] | none |
+//! | `RANKLOG_SILENT` | [`Settings::silent`]: `1`/`true`/`yes` | false |
+//! | `RANKLOG_FLUSH_INTERVAL_MS` | [`Settings::flush_interval`] | 100 |
+//! | `RANKLOG_DISABLE_GIT` | `1` turns off [`Settings::capture_git`] | git captured |
+//! | `RANKLOG_TRACKING_URI`, `MLFLOW_TRACKING_URI` | [`Settings::tracking_uri`] | none |
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::names;
+
+/// Where a run's data goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Write the run directory and stream it to a tracking server.
+    Online,
+    /// Write the run directory only; upload later with `ranklog sync`.
+    Offline,
+    /// Write nothing, start nothing: every method works and does nothing.
+    Disabled,
+}
+
+impl Mode {
+    /// The lower-case name (`online`, `offline`, `disabled`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Online => "online",
+            Mode::Offline => "offline",
+            Mode::Disabled => "disabled",
+        }
+    }
+}
+
+impl std::str::FromStr for Mode {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Mode> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "online" => Ok(Mode::Online),
+            "offline" | "dryrun" => Ok(Mode::Offline),
+            "disabled" => Ok(Mode::Disabled),
+            _ => Err(Error::InvalidSetting {
+                name: "mode".into(),
+                value: s.to_string(),
+                reason: "use online, offline or disabled".into(),
+            }),
+        }
+    }
+}
+
+/// What [`crate::init`] does while another run of this process is active.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Reinit {
+    /// Finish every active run, then start the new one (the default).
+    #[default]
+    FinishPrevious,
+    /// Return the most recent active run instead of starting a new one.
+    ReturnPrevious,
+    /// Start the new run beside the active ones.
+    CreateNew,
+}
+
+/// The settings of a run: a builder passed to [`crate::init`].
+///
+/// # Examples
+///
+/// ```
+/// # let dir = tempfile::tempdir()?;
+/// use ranklog::{Mode, Settings};
+/// let settings = Settings::new()
+///     .project("mnist")
+///     .dir(dir.path())
+///     .mode(Mode::Offline)
+///     .config(serde_json::json!({"lr": 1e-3, "batch": 128}));
+/// let run = ranklog::init(settings)?;
+/// run.finish()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, Default)]
+#[must_use]
+pub struct Settings {
+    project: Option<String>,
+    dir: Option<PathBuf>,
+    mode: Option<Mode>,
+    name: Option<String>,
+    id: Option<String>,
+    group: Option<String>,
+    job_type: Option<String>,
+    config: Option<serde_json::Value>,
+    reinit: Option<Reinit>,
+    silent: Option<bool>,
+    flush_interval: Option<Duration>,
+    capture_git: Option<bool>,
+    tracking_uri: Option<String>,
+    queue_capacity: Option<usize>,
+    finish_timeout: Option<Duration>,
+}
+
+/// Settings with every value decided.
+#[derive(Debug, Clone)]
+pub(crate) struct Resolved {
+    pub project: String,
+    pub root: PathBuf,
+    pub mode: Mode,
+    pub name: Option<String>,
+    pub id: Option<String>,
+    pub group: Option<String>,
+    pub job_type: Option<String>,
+    pub config: Option<serde_json::Map<String, serde_json::Value>>,
+    pub reinit: Reinit,
+    pub silent: bool,
+    pub flush_interval: Duration,
+    pub capture_git: bool,
+    pub tracking_uri: Option<String>,
+    pub queue_capacity: usize,
+    pub finish_timeout: Duration,
+}
+
+const DEFAULT_PROJECT: &str = "uncategorized";
+const DEFAULT_DIR: &str = "ranklog";
+
+impl Settings {
+    /// Settings with nothing set: every value comes from the environment or its default.
+    pub fn new() -> Settings {
+        Settings::default()
+    }
+
+    /// The project the run belongs to (ASCII letters, digits, `-`, `_`, `.`).
+    pub fn project(mut self, project: impl Into<String>) -> Settings {
+        self.project = Some(project.into());
+        self
+    }
+
+    /// The root directory that holds run directories.
+    pub fn dir(mut self, dir: impl AsRef<Path>) -> Settings {
+        self.dir = Some(dir.as_ref().to_path_buf());
+        self
+    }
+
+    /// Online, offline or disabled.
+    pub fn mode(mut self, mode: Mode) -> Settings {
+        self.mode = Some(mode);
+        self
+    }
+
+    /// The run's human-readable name; generated as `adjective-noun-N` when unset.
+    pub fn name(mut self, name: impl Into<String>) -> Settings {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// The run id (lower-case letters, digits, `-`, `_`); random when unset.
+    pub fn id(mut self, id: impl Into<String>) -> Settings {
+        self.id = Some(id.into());
+        self
+    }
+
+    /// The group key shared by the runs of one job.
+    pub fn group(mut self, group: impl Into<String>) -> Settings {
+        self.group = Some(group.into());
+        self
+    }
+
+    /// The kind of job (`train`, `eval`, …).
+    pub fn job_type(mut self, job_type: impl Into<String>) -> Settings {
+        self.job_type = Some(job_type.into());
+        self
+    }
+
+    /// The run's config (hyper-parameters): a JSON object.
+    pub fn config(mut self, config: serde_json::Value) -> Settings {
+        self.config = Some(config);
+        self
+    }
+
+    /// What `init` does while another run of this process is active.
+    pub fn reinit(mut self, reinit: Reinit) -> Settings {
+        self.reinit = Some(reinit);
+        self
+    }
+
+    /// Whether to skip the lines ranklog prints on stderr at init and finish.
+    pub fn silent(mut self, silent: bool) -> Settings {
+        self.silent = Some(silent);
+        self
+    }
+
+    /// How often the writer hands data to the OS at the latest (default 100 ms).
+    pub fn flush_interval(mut self, every: Duration) -> Settings {
+        self.flush_interval = Some(every);
+        self
+    }
+
+    /// Whether to record the git commit, remote and dirty state (default on).
+    pub fn capture_git(mut self, capture: bool) -> Settings {
+        self.capture_git = Some(capture);
+        self
+    }
+
+    /// The tracking server for online mode.
+    pub fn tracking_uri(mut self, uri: impl Into<String>) -> Settings {
+        self.tracking_uri = Some(uri.into());
+        self
+    }
+
+    /// Rows the channel between `log` and the writer holds (default 8192).
+    /// When it is full, `log` waits for the writer: memory stays bounded and
+    /// nothing is dropped.
+    pub fn queue_capacity(mut self, rows: usize) -> Settings {
+        self.queue_capacity = Some(rows);
+        self
+    }
+
+    /// How long `finish` waits for the writer (default 60 s).
+    pub fn finish_timeout(mut self, timeout: Duration) -> Settings {
+        self.finish_timeout = Some(timeout);
+        self
+    }
+
+    /// The root directory these settings resolve to: [`Settings::dir`], else
+    /// `RANKLOG_DIR`, else `./ranklog`.
+    pub fn root(&self) -> PathBuf {
+        self.dir
+            .clone()
+            .or_else(|| env_var("RANKLOG_DIR").map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DIR))
+    }
+
+    /// Decides every value from code, then the environment, then defaults.
+    pub(crate) fn resolve(&self) -> Result<Resolved> {
+        self.resolve_with(&env_var)
+    }
+
+    pub(crate) fn resolve_with(&self, env: &dyn Fn(&str) -> Option<String>) -> Result<Resolved> {
+        let pick = |code: &Option<String>, var: &str| code.clone().or_else(|| env(var));
+        let project =
+            pick(&self.project, "RANKLOG_PROJECT").unwrap_or_else(|| DEFAULT_PROJECT.into());
+        names::check_name("project", &project)?;
+        let group = pick(&self.group, "RANKLOG_GROUP");
+        if let Some(g) = &group {
+            names::check_name("group", g)?;
+        }
+        let job_type = pick(&self.job_type, "RANKLOG_JOB_TYPE");
+        if let Some(j) = &job_type {
+            names::check_name("job_type", j)?;
+        }
+        let name = pick(&self.name, "RANKLOG_NAME");
+        if let Some(n) = &name {
+            names::check_run_name(n)?;
+        }
+        let id = pick(&self.id, "RANKLOG_RUN_ID");
+        if let Some(i) = &id {
+            names::check_id(i)?;
+        }
+        let tracking_uri = self
+            .tracking_uri
+            .clone()
+            .or_else(|| env("RANKLOG_TRACKING_URI"))
+            .or_else(|| env("MLFLOW_TRACKING_URI"))
+            .filter(|u| !u.trim().is_empty());
+        let mode = match (self.mode, env("RANKLOG_MODE")) {
+            (Some(m), _) => m,
+            (None, Some(s)) => s.parse().map_err(|_| Error::InvalidSetting {
+                name: "RANKLOG_MODE".into(),
+                value: s.clone(),
+                reason: "use online, offline or disabled".into(),
+            })?,
+            (None, None) if tracking_uri.is_some() => Mode::Online,
+            (None, None) => Mode::Offline,
+        };
+        let config = match &self.config {
+            None | Some(serde_json::Value::Null) => None,
+            Some(serde_json::Value::Object(map)) => Some(map.clone()),
+            Some(other) => {
+                return Err(Error::ConfigNotAnObject {
+                    found: json_type(other),
+                })
+            }
+        };
+        let flush_interval = match (self.flush_interval, env("RANKLOG_FLUSH_INTERVAL_MS")) {
+            (Some(d), _) => d,
+            (None, Some(ms)) => Duration::from_millis(parse_env("RANKLOG_FLUSH_INTERVAL_MS", &ms)?),
+            (None, None) => Duration::from_millis(100),
+        };
+        let capture_git = match (self.capture_git, env("RANKLOG_DISABLE_GIT")) {
+            (Some(c), _) => c,
+            (None, Some(v)) => !parse_bool("RANKLOG_DISABLE_GIT", &v)?,
+            (None, None) => true,
+        };
+        let silent = match (self.silent, env("RANKLOG_SILENT")) {
+            (Some(s), _) => s,
+            (None, Some(v)) => parse_bool("RANKLOG_SILENT", &v)?,
+            (None, None) => false,
+        };
+        let queue_capacity = self.queue_capacity.unwrap_or(8192);
+        if queue_capacity == 0 {
+            return Err(Error::InvalidSetting {
+                name: "queue_capacity".into(),
+                value: "0".into(),
+                reason: "the queue must hold at least one row".into(),
+            });
+        }
+        Ok(Resolved {
+            project,
+            root: self
+                .dir
+                .clone()
+                .or_else(|| env("RANKLOG_DIR").map(PathBuf::from))
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_DIR)),
+            mode,
+            name,
+            id,
+            group,
+            job_type,
+            config,
+            reinit: self.reinit.unwrap_or_default(),
+            silent,
+            flush_interval: flush_interval.max(Duration::from_millis(1)),
+            capture_git,
+            tracking_uri,
+            queue_capacity,
+            finish_timeout: self.finish_timeout.unwrap_or(Duration::from_secs(60)),
+        })
+    }
+}
+
+fn env_var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+fn parse_env(name: &str, value: &str) -> Result<u64> {
+    value.trim().parse().map_err(|_| Error::InvalidSetting {
+        name: name.into(),
+        value: value.into(),
+        reason: "expected a whole number".into(),
+    })
+}
+
+fn parse_bool(name: &str, value: &str) -> Result<bool> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(Error::InvalidSetting {
+            name: name.into(),
+            value: value.into(),
+            reason: "expected 1/true/yes or 0/false/no".into(),
+        }),
+    }
+}
+
+fn json_type(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn with(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| map.get(k).cloned()
+    }
+
+    #[test]
+    fn code_wins_over_env_which_wins_over_default() -> Result<()> {
+        let env = with(&[("RANKLOG_PROJECT", "fromenv"), ("RANKLOG_MODE", "disabled")]);
+        let r = Settings::new().project("fromcode").resolve_with(&env)?;
+        assert_eq!(r.project, "fromcode");
+        assert_eq!(r.mode, Mode::Disabled);
+        let r = Settings::new().resolve_with(&with(&[]))?;
+        assert_eq!(r.project, "uncategorized");
+        assert_eq!(r.mode, Mode::Offline);
+        assert_eq!(r.root, PathBuf::from("ranklog"));
+        Ok(())
+    }
+
+    #[test]
+    fn tracking_server_makes_online_the_default() -> Result<()> {
+        let r = Settings::new().resolve_with(&with(&[("MLFLOW_TRACKING_URI", "http://h:5000")]))?;
+        assert_eq!(r.mode, Mode::Online);
+        Ok(())
+    }
+
+    #[test]
+    fn bad_env_values_name_the_variable() {
+        let e = Settings::new().resolve_with(&with(&[("RANKLOG_MODE", "fast")]));
+        assert!(matches!(e, Err(Error::InvalidSetting { ref name, .. }) if name == "RANKLOG_MODE"));
+        let e = Settings::new().resolve_with(&with(&[("RANKLOG_SILENT", "maybe")]));
+        assert!(
+            matches!(e, Err(Error::InvalidSetting { ref name, .. }) if name == "RANKLOG_SILENT")
+        );
+    }
+
+    #[test]
+    fn config_must_be_an_object() {
+        let e = Settings::new()
+            .config(serde_json::json!([1, 2]))
+            .resolve_with(&with(&[]));
+        assert!(matches!(
+            e,
+            Err(Error::ConfigNotAnObject { found: "an array" })
+        ));
+    }
+}

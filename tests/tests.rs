@@ -1,0 +1,3 @@
+//! Behaviour tests: one binary built from modules, so CI links once.
+
+mod util;
