@@ -65,12 +65,13 @@ impl std::str::FromStr for Mode {
 /// What [`crate::init`] does while another run of this process is active.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Reinit {
-    /// Finish every active run, then start the new one (the default).
-    #[default]
+    /// Finish every active run of this process, then start the new one.
     FinishPrevious,
     /// Return the most recent active run instead of starting a new one.
     ReturnPrevious,
-    /// Start the new run beside the active ones.
+    /// Start the new run beside the active ones (the default: independent
+    /// code in one process never finishes another's run by surprise).
+    #[default]
     CreateNew,
 }
 

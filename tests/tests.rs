@@ -1,3 +1,6 @@
 //! Behaviour tests: one binary built from modules, so CI links once.
 
+mod cli;
+mod runs;
+mod store;
 mod util;

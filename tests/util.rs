@@ -40,3 +40,90 @@ pub fn only_run(root: &Path) -> PathBuf {
     assert_eq!(dirs.len(), 1, "expected one run under {}", root.display());
     dirs[0].clone()
 }
+
+/// Offline settings for a test: its own root, silent, no git, new runs beside others.
+pub fn offline(root: &Path) -> ranklog::Settings {
+    ranklog::Settings::new()
+        .dir(root)
+        .mode(ranklog::Mode::Offline)
+        .silent(true)
+        .capture_git(false)
+        .reinit(ranklog::Reinit::CreateNew)
+}
+
+/// The variable that tells a child test it was started by a parent test.
+pub const CHILD_VAR: &str = "RANKLOG_TEST_CHILD";
+
+/// Whether this process is a child started by [`child`]; child tests return
+/// at once otherwise.
+pub fn is_child() -> bool {
+    std::env::var_os(CHILD_VAR).is_some()
+}
+
+/// Starts this test binary again, running only the test `name` (a full path
+/// such as `runs::child_reinit`), with extra environment and working directory.
+pub fn child(name: &str, env: &[(&str, &str)], cwd: Option<&Path>) -> Command {
+    let exe = std::env::current_exe().unwrap_or_else(|e| panic!("no current exe: {e}"));
+    let mut cmd = Command::new(exe);
+    cmd.args([
+        name,
+        "--exact",
+        "--include-ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env(CHILD_VAR, "1")
+    .env_remove("RANKLOG_DIR");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    if let Some(dir) = cwd {
+        cmd.current_dir(dir);
+    }
+    cmd
+}
+
+/// Runs a child test to completion and checks that it ran and passed.
+pub fn run_child(mut cmd: Command, what: &str) {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
+    assert_success(&out, what);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("1 passed"), "{what} did not run:\n{stdout}");
+}
+
+/// All records of a run directory's log.
+pub fn records(dir: &Path) -> Vec<ranklog::Record> {
+    let mut reader =
+        ranklog::store::Reader::open(&dir.join("run.rlog")).unwrap_or_else(|e| panic!("{e}"));
+    let records: Vec<_> = reader.by_ref().collect();
+    assert!(
+        reader.damage().is_none(),
+        "damaged log: {:?}",
+        reader.damage()
+    );
+    records
+}
+
+/// The history rows of a run as (step, [(key, value)]), keys resolved.
+pub fn rows(dir: &Path) -> Vec<(u64, Vec<(String, f64)>)> {
+    let mut keys = std::collections::HashMap::new();
+    let mut out = Vec::new();
+    for r in records(dir) {
+        match r {
+            ranklog::Record::Key { id, name } => {
+                keys.insert(id, name);
+            }
+            ranklog::Record::History(row) => out.push((
+                row.step,
+                row.values
+                    .iter()
+                    .map(|(id, v)| (keys[id].clone(), *v))
+                    .collect(),
+            )),
+            _ => {}
+        }
+    }
+    out
+}

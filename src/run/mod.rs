@@ -40,7 +40,7 @@ use sink::{LocalSink, Sink};
 /// Starts a run.
 ///
 /// What happens while another run of this process is active depends on
-/// [`Settings::reinit`]: by default the active runs are finished first.
+/// [`Settings::reinit`]: by default the new run starts beside it.
 ///
 /// # Errors
 ///

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError, TrySendError};
 use parking_lot::Mutex;
 
 use crate::error::{Error, Result};
@@ -20,6 +20,10 @@ use crate::store::{self, FinalSummary, Meta, Writer, HEARTBEAT_INTERVAL};
 /// Backlog of unwritten data kept while the disk refuses writes; past it the
 /// oldest unwritten records are dropped and counted.
 const MAX_BACKLOG: usize = 64 << 20;
+
+/// Unwritten bytes that make the writer flush before the interval is up, so
+/// its memory stays small however fast rows come.
+const EAGER_FLUSH: usize = 1 << 20;
 
 /// What the writer says when it is done.
 #[derive(Debug)]
@@ -39,13 +43,21 @@ pub(crate) enum Sink {
 }
 
 /// The sending side of a writer thread.
+///
+/// Rows go on a bounded data channel with `try_send`, which never wakes the
+/// writer: the writer wakes on its own every few milliseconds and drains the
+/// channel. So `log` makes no system call unless the channel is full, when it
+/// wakes the writer and waits for room (memory stays bounded, nothing is
+/// dropped). Flush and finish requests go on a control channel and wake the
+/// writer at once.
 pub(crate) struct LocalSink {
-    tx: Sender<Msg>,
+    data: Sender<Record>,
+    control: Sender<Control>,
+    writer: std::thread::Thread,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
-enum Msg {
-    Record(Record),
+enum Control {
     Flush(Sender<io::Result<()>>),
     Finish(Box<Exit>, Sender<Report>),
 }
@@ -55,7 +67,7 @@ impl Sink {
     pub(crate) fn send(&self, record: Record) -> std::result::Result<(), ()> {
         match self {
             Sink::Disabled => Ok(()),
-            Sink::Local(l) => l.tx.send(Msg::Record(record)).map_err(|_| ()),
+            Sink::Local(l) => l.send(record),
         }
     }
 
@@ -63,7 +75,7 @@ impl Sink {
     pub(crate) fn record_sender(&self) -> Option<RecordSender> {
         match self {
             Sink::Disabled => None,
-            Sink::Local(l) => Some(RecordSender(l.tx.clone())),
+            Sink::Local(l) => Some(RecordSender(l.data.clone())),
         }
     }
 
@@ -71,7 +83,7 @@ impl Sink {
     pub(crate) fn flush(&self, id: &str, timeout: Duration) -> Result<()> {
         let Sink::Local(l) = self else { return Ok(()) };
         let (ack_tx, ack) = crossbeam_channel::bounded(1);
-        l.tx.send(Msg::Flush(ack_tx)).map_err(|_| gone(id))?;
+        l.request(Control::Flush(ack_tx)).map_err(|_| gone(id))?;
         match ack.recv_timeout(timeout) {
             Ok(Ok(())) => Ok(()),
             Ok(Err(source)) => Err(Error::WriteFailed {
@@ -93,7 +105,7 @@ impl Sink {
             return Ok(None);
         };
         let (ack_tx, ack) = crossbeam_channel::bounded(1);
-        l.tx.send(Msg::Finish(Box::new(exit), ack_tx))
+        l.request(Control::Finish(Box::new(exit), ack_tx))
             .map_err(|_| gone(id))?;
         let report = match ack.recv_timeout(timeout) {
             Ok(r) => r,
@@ -117,12 +129,12 @@ fn gone(id: &str) -> Error {
 }
 
 /// Lets a helper thread add records to a run without holding the run.
-pub(crate) struct RecordSender(Sender<Msg>);
+pub(crate) struct RecordSender(Sender<Record>);
 
 impl RecordSender {
     /// Queues a record; false if the writer has stopped.
     pub(crate) fn send(&self, record: Record) -> bool {
-        self.0.send(Msg::Record(record)).is_ok()
+        self.0.send(record).is_ok()
     }
 }
 
@@ -135,9 +147,11 @@ impl LocalSink {
         capacity: usize,
         flush_interval: Duration,
     ) -> Result<LocalSink> {
-        let (tx, rx) = crossbeam_channel::bounded(capacity);
+        let (data, rx) = crossbeam_channel::bounded(capacity);
+        let (control, control_rx) = crossbeam_channel::unbounded();
         let stage = WriterStage {
             rx,
+            control: control_rx,
             log,
             meta,
             dir: dir.clone(),
@@ -155,15 +169,36 @@ impl LocalSink {
             .spawn(move || stage.run())
             .map_err(|source| Error::Write { path: dir, source })?;
         Ok(LocalSink {
-            tx,
+            data,
+            control,
+            writer: thread.thread().clone(),
             thread: Mutex::new(Some(thread)),
         })
+    }
+
+    #[inline]
+    fn send(&self, record: Record) -> std::result::Result<(), ()> {
+        match self.data.try_send(record) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(record)) => {
+                self.writer.unpark();
+                self.data.send(record).map_err(|_| ())
+            }
+            Err(TrySendError::Disconnected(_)) => Err(()),
+        }
+    }
+
+    fn request(&self, c: Control) -> std::result::Result<(), ()> {
+        self.control.send(c).map_err(|_| ())?;
+        self.writer.unpark();
+        Ok(())
     }
 }
 
 /// The writer thread: drains the channel into the log.
 struct WriterStage {
-    rx: Receiver<Msg>,
+    rx: Receiver<Record>,
+    control: Receiver<Control>,
     log: Writer,
     meta: Meta,
     dir: PathBuf,
@@ -179,28 +214,47 @@ struct WriterStage {
 
 impl WriterStage {
     fn run(mut self) {
+        let tick =
+            (self.flush_interval / 4).clamp(Duration::from_millis(1), Duration::from_millis(25));
         let mut next_flush = Instant::now() + self.flush_interval;
         let mut last_heartbeat = Instant::now();
         loop {
-            match self.rx.recv_deadline(next_flush) {
-                Ok(Msg::Record(r)) => {
-                    self.observe(&r);
-                    self.log.append(&r);
+            // Take the control request first: every row sent before it is
+            // then already in the data channel and is drained below.
+            let request = self.control.try_recv();
+            let mut closed = false;
+            loop {
+                match self.rx.try_recv() {
+                    Ok(r) => {
+                        self.observe(&r);
+                        self.log.append(&r);
+                        if self.log.pending_bytes() >= EAGER_FLUSH && self.failure.is_none() {
+                            let _ = self.flush();
+                        }
+                    }
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => {
+                        closed = true;
+                        break;
+                    }
                 }
-                Ok(Msg::Flush(ack)) => {
+            }
+            match request {
+                Ok(Control::Flush(ack)) => {
                     let _ = ack.send(self.flush());
+                    continue;
                 }
-                Ok(Msg::Finish(exit, ack)) => {
+                Ok(Control::Finish(exit, ack)) => {
                     let _ = ack.send(self.finish(*exit));
                     return;
                 }
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => {
+                Err(TryRecvError::Disconnected) if closed => {
                     // Every handle is gone without finishing (a forked child's
                     // copy, or a leak): keep what came, write no exit.
                     let _ = self.flush();
                     return;
                 }
+                Err(_) => {}
             }
             let now = Instant::now();
             if now >= next_flush {
@@ -213,6 +267,7 @@ impl WriterStage {
                 let _ = self.flush();
                 next_flush = now + self.flush_interval;
             }
+            std::thread::park_timeout(tick.min(next_flush.saturating_duration_since(now)));
         }
     }
 

@@ -27,6 +27,8 @@ pub struct Writer {
     payload: Vec<u8>,
     /// Records in `out` and `payload`.
     unwritten: u64,
+    /// Encoding space for one record.
+    scratch: Vec<u8>,
 }
 
 impl Writer {
@@ -54,16 +56,27 @@ impl Writer {
             out: Vec::new(),
             payload: Vec::with_capacity(TARGET_FRAME_LEN),
             unwritten: 0,
+            scratch: Vec::with_capacity(256),
         })
     }
 
     /// Encodes a record into the frame being filled; does no I/O.
     pub fn append(&mut self, record: &Record) {
-        // Encoding into a Vec cannot fail for our types: postcard only fails on
-        // full fixed buffers or on serializers our types never call.
-        if let Err(e) = postcard::to_io(record, &mut self.payload) {
-            tracing::error!(error = %e, "ranklog: could not encode a record; it is skipped");
-            return;
+        // Encode into scratch space first, so a failure cannot touch the
+        // records already in the frame. It cannot fail for our types
+        // (postcard fails only on full fixed buffers); the record is skipped
+        // if it ever does.
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.clear();
+        match postcard::to_extend(record, scratch) {
+            Ok(bytes) => {
+                self.payload.extend_from_slice(&bytes);
+                self.scratch = bytes;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "ranklog: could not encode a record; it is skipped");
+                return;
+            }
         }
         self.unwritten += 1;
         if self.payload.len() >= TARGET_FRAME_LEN {
