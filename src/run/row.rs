@@ -12,6 +12,9 @@ use super::MetricValue;
 #[derive(Debug, Default)]
 pub(super) struct RowState {
     keys: FxHashMap<Box<str>, u32>,
+    /// The keys of the last call, in order: training loops log the same keys
+    /// in the same order every step, so comparing with these skips hashing.
+    recent: Vec<(Box<str>, u32)>,
     /// Step a plain `log` uses next.
     next_step: u64,
     /// Step of the last committed row.
@@ -49,24 +52,37 @@ impl RowState {
     {
         let iter = metrics.into_iter();
         let mut values = Vec::with_capacity(iter.size_hint().0);
-        for (k, v) in iter {
+        for (i, (k, v)) in iter.enumerate() {
             let key = k.as_ref();
-            let id = match self.keys.get(key) {
-                Some(&id) => id,
-                None => {
-                    names::check_key(key)?;
-                    let id = self.keys.len() as u32;
-                    self.keys.insert(key.into(), id);
-                    emit(Record::Key {
-                        id,
-                        name: key.to_string(),
-                    });
+            let id = match self.recent.get(i) {
+                Some((recent, id)) if **recent == *key => *id,
+                _ => {
+                    let id = self.intern(key, emit)?;
+                    let slot = (Box::from(key), id);
+                    match self.recent.get_mut(i) {
+                        Some(r) => *r = slot,
+                        None => self.recent.push(slot),
+                    }
                     id
                 }
             };
             values.push((id, v.to_f64()));
         }
         Ok(values)
+    }
+
+    fn intern(&mut self, key: &str, emit: &mut dyn FnMut(Record)) -> Result<u32> {
+        if let Some(&id) = self.keys.get(key) {
+            return Ok(id);
+        }
+        names::check_key(key)?;
+        let id = self.keys.len() as u32;
+        self.keys.insert(key.into(), id);
+        emit(Record::Key {
+            id,
+            name: key.to_string(),
+        });
+        Ok(id)
     }
 
     /// Checks that `step` does not go backwards.
