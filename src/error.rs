@@ -173,6 +173,46 @@ pub enum Error {
         uri: String,
     },
 
+    /// Rank 0, which owns a single-writer run, has gone away.
+    #[error("rank 0, which owns this single-writer run, is gone; rows from this rank are no longer recorded (the job's run keeps what arrived before)")]
+    OwnerGone {
+        /// This worker's rank.
+        rank: u32,
+    },
+
+    /// A worker could not reach rank 0 in time.
+    #[error("rank {rank} could not reach rank 0 via {via} within {seconds} s; check that rank 0 runs ranklog::init with the same strategy and group (or set RANKLOG_QUEUE_CONNECT_TIMEOUT_S)")]
+    OwnerUnreachable {
+        /// This worker's rank.
+        rank: u32,
+        /// The transport and address tried.
+        via: String,
+        /// How long it waited.
+        seconds: u64,
+        /// The last error seen.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// Rank 0 refused this worker.
+    #[error("rank 0 refused rank {rank}: {reason}")]
+    QueueRefused {
+        /// This worker's rank.
+        rank: u32,
+        /// The owner's reason.
+        reason: String,
+    },
+
+    /// The single-writer queue could not be set up.
+    #[error("{what}")]
+    QueueSetup {
+        /// What failed.
+        what: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+
     /// The config given to a run is not a JSON object.
     #[error("run config must be a JSON object of key/value pairs, got {found}; wrap it, e.g. json!({{\"config\": ...}})")]
     ConfigNotAnObject {

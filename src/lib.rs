@@ -4,6 +4,7 @@
 
 mod error;
 mod names;
+pub mod queue;
 pub mod rank;
 pub mod record;
 mod run;

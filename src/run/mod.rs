@@ -15,7 +15,7 @@ mod git;
 mod identity;
 mod registry;
 mod row;
-mod sink;
+pub(crate) mod sink;
 pub(crate) mod summary;
 mod value;
 
@@ -35,7 +35,7 @@ pub use summary::SummaryValue;
 pub use value::MetricValue;
 
 use row::RowState;
-use sink::{LocalSink, Sink};
+use sink::{LocalSink, Sink, SinkError};
 
 /// Starts a run.
 ///
@@ -134,6 +134,8 @@ pub(crate) struct Inner {
     /// Fork generation and pid at creation: a forked child must not use the run.
     fork_generation: u64,
     pid: u32,
+    /// The process's rank (0 outside multi-rank jobs).
+    rank: u32,
     state: Mutex<State>,
     sink: Sink,
     git: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -260,6 +262,7 @@ impl Inner {
             finish_timeout: cfg.finish_timeout,
             fork_generation: registry::fork_generation(),
             pid: std::process::id(),
+            rank: 0,
             state: Mutex::new(State {
                 row: RowState::default(),
                 finished: None,
@@ -317,17 +320,21 @@ impl Inner {
                 id: self.id.clone(),
             });
         }
-        let mut failed = false;
+        let mut failed = None;
         let mut emit = |r: Record| {
-            if !failed && self.sink.send(r).is_err() {
-                failed = true;
+            if failed.is_none() {
+                failed = self.sink.send(r).err();
             }
         };
         let out = f(&mut state.row, &mut emit)?;
-        if failed {
-            return Err(Error::WriterGone {
-                id: self.id.clone(),
-            });
+        match failed {
+            None => {}
+            Some(SinkError::WriterGone) => {
+                return Err(Error::WriterGone {
+                    id: self.id.clone(),
+                })
+            }
+            Some(SinkError::OwnerGone) => return Err(Error::OwnerGone { rank: self.rank }),
         }
         Ok(out)
     }

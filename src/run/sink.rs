@@ -14,6 +14,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError, TrySen
 use parking_lot::Mutex;
 
 use crate::error::{Error, Result};
+use crate::queue::{OwnerSink, SendError, WorkerSink};
 use crate::record::{Exit, ExitState, Record};
 use crate::store::{self, FinalSummary, Meta, Writer, HEARTBEAT_INTERVAL};
 
@@ -32,6 +33,8 @@ pub(crate) struct Report {
     pub points: u64,
     pub log_bytes: u64,
     pub failure: Option<(io::Error, u64)>,
+    /// Rows dropped under a drop policy (workers of a single-writer job).
+    pub dropped: u64,
 }
 
 /// Destination of a run's records.
@@ -40,6 +43,18 @@ pub(crate) enum Sink {
     Disabled,
     /// A writer thread appends to the run's own log.
     Local(LocalSink),
+    /// Rank 0 of a single-writer job: merged with every rank's rows, then written.
+    Owner(OwnerSink),
+    /// Another rank of a single-writer job: sent to rank 0.
+    Worker(WorkerSink),
+}
+
+/// Why a record could not be queued.
+pub(crate) enum SinkError {
+    /// The writer (or the owner's thread) is gone.
+    WriterGone,
+    /// Rank 0 is gone (a worker under the blocking policy).
+    OwnerGone,
 }
 
 /// The sending side of a writer thread.
@@ -64,24 +79,34 @@ enum Control {
 
 impl Sink {
     /// Queues one record; waits while the queue is full.
-    pub(crate) fn send(&self, record: Record) -> std::result::Result<(), ()> {
+    #[inline]
+    pub(crate) fn send(&self, record: Record) -> std::result::Result<(), SinkError> {
         match self {
             Sink::Disabled => Ok(()),
-            Sink::Local(l) => l.send(record),
+            Sink::Local(l) => l.send(record).map_err(|()| SinkError::WriterGone),
+            Sink::Owner(o) => o.send(record).map_err(|()| SinkError::WriterGone),
+            Sink::Worker(w) => w
+                .send(record)
+                .map_err(|SendError::OwnerGone| SinkError::OwnerGone),
         }
     }
 
     /// A sender for a helper thread (git capture) to add records.
     pub(crate) fn record_sender(&self) -> Option<RecordSender> {
         match self {
-            Sink::Disabled => None,
-            Sink::Local(l) => Some(RecordSender(l.data.clone())),
+            Sink::Local(l) => Some(RecordSender(RecordTarget::Local(l.data.clone()))),
+            Sink::Owner(o) => Some(RecordSender(RecordTarget::Owner(o.sender()))),
+            Sink::Disabled | Sink::Worker(_) => None,
         }
     }
 
     /// Waits until everything queued so far is in the file.
     pub(crate) fn flush(&self, id: &str, timeout: Duration) -> Result<()> {
-        let Sink::Local(l) = self else { return Ok(()) };
+        let l = match self {
+            Sink::Local(l) => l,
+            Sink::Owner(o) => return o.flush(id, timeout),
+            Sink::Disabled | Sink::Worker(_) => return Ok(()),
+        };
         let (ack_tx, ack) = crossbeam_channel::bounded(1);
         l.request(Control::Flush(ack_tx)).map_err(|_| gone(id))?;
         match ack.recv_timeout(timeout) {
@@ -129,12 +154,19 @@ fn gone(id: &str) -> Error {
 }
 
 /// Lets a helper thread add records to a run without holding the run.
-pub(crate) struct RecordSender(Sender<Record>);
+pub(crate) struct RecordSender(RecordTarget);
+
+enum RecordTarget {
+    Local(Sender<Record>),
+    Owner(Sender<Record>),
+}
 
 impl RecordSender {
     /// Queues a record; false if the writer has stopped.
     pub(crate) fn send(&self, record: Record) -> bool {
-        self.0.send(record).is_ok()
+        match &self.0 {
+            RecordTarget::Local(tx) | RecordTarget::Owner(tx) => tx.send(record).is_ok(),
+        }
     }
 }
 
@@ -360,6 +392,7 @@ impl WriterStage {
             points: self.points,
             log_bytes: self.log.offset(),
             failure: self.failure.take().map(|e| (e, self.lost)),
+            dropped: 0,
         }
     }
 }
