@@ -426,7 +426,10 @@ fn fake_run(
     rows: &[(u64, &[(&str, f64)])],
     finished: bool,
 ) -> PathBuf {
-    let id = format!("{group}-r{}x{start_ms}", rank.map_or("n".into(), |r| r.to_string()));
+    let id = format!(
+        "{group}-r{}x{start_ms}",
+        rank.map_or("n".into(), |r| r.to_string())
+    );
     let dir = root.join(format!("run-20260101_000000-{id}"));
     std::fs::create_dir_all(&dir).expect("run dir");
     let info = rank.map(|r| RankInfo {
@@ -686,4 +689,165 @@ fn long_runs_are_downsampled_to_the_resolution() {
     assert_eq!(x.series.last().map(|s| s.count), Some(1));
     let rank1 = &view.rank(1).expect("rank 1").metrics[0].series;
     assert!(rank1.len() < x.series.len() && rank1.iter().all(|(_, v)| *v == 2.0));
+}
+
+/// Starts `ranklog launch` with 3 slow ranks and waits until each has a run.
+fn start_slow_job(root: &Path, group: &str) -> (std::process::Child, Vec<u32>) {
+    let me = std::env::current_exe().expect("test binary path");
+    let child = Command::new(ranklog_bin())
+        .args([
+            "launch",
+            "--nproc-per-node",
+            "3",
+            "--grace-period",
+            "5",
+            "--no-view",
+            "--group",
+            group,
+            "--dir",
+        ])
+        .arg(root)
+        .arg("--")
+        .arg(me)
+        .args(["--exact", "group::rank_helper", "--nocapture", "--quiet"])
+        .env(HELPER, "1")
+        .env("HELPER_STEPS", "100000")
+        .env("HELPER_KILL_RANK", "99") // no rank dies; all log slowly
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start ranklog launch");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let pids: Vec<u32> = store::run_dirs(root)
+            .expect("list")
+            .iter()
+            .filter_map(|d| std::fs::read(d.join(store::META_FILE)).ok())
+            .filter_map(|b| serde_json::from_slice::<Meta>(&b).ok())
+            .map(|m| m.pid)
+            .collect();
+        if pids.len() == 3 {
+            return (child, pids);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the ranks did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+fn wait_gone(pids: &[u32]) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !pids.iter().all(|&p| pid_gone(p) || is_zombie(p)) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "ranks {pids:?} were left behind"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(false)
+}
+
+#[test]
+fn sigterm_to_the_launcher_is_forwarded_to_every_rank() {
+    let root = temp_root();
+    let (mut launcher, pids) = start_slow_job(root.path(), "term");
+    // SAFETY: signals the launcher this test started.
+    unsafe {
+        libc::kill(launcher.id() as libc::pid_t, libc::SIGTERM);
+    }
+    let out = {
+        let status = launcher.wait().expect("wait for the launcher");
+        let mut err = String::new();
+        if let Some(mut e) = launcher.stderr.take() {
+            std::io::Read::read_to_string(&mut e, &mut err).expect("stderr");
+        }
+        (status, err)
+    };
+    assert_eq!(out.0.code(), Some(128 + 15), "{}", out.1);
+    assert!(out.1.contains("stopped by SIGTERM"), "{}", out.1);
+    wait_gone(&pids);
+}
+
+#[test]
+fn ranks_die_with_a_killed_launcher() {
+    let root = temp_root();
+    let (mut launcher, pids) = start_slow_job(root.path(), "orphans");
+    launcher.kill().expect("SIGKILL the launcher");
+    launcher.wait().expect("reap the launcher");
+    wait_gone(&pids);
+}
+
+#[test]
+fn many_ranks_reduce_like_a_brute_force_pass() {
+    // Enough ranks for the view to merge them in parallel parts.
+    let root = temp_root();
+    let r = root.path();
+    let value = |rank: u64, step: u64| ((rank * 7 + step * 13) % 17) as f64 - 8.0;
+    let mut expected: std::collections::BTreeMap<(u64, &str), Vec<f64>> = Default::default();
+    for rank in 0..20u64 {
+        let steps: Vec<u64> = (rank..=(400 - rank * 3)).collect();
+        let vals: Vec<[(&str, f64); 2]> = steps
+            .iter()
+            .map(|&s| [("x", value(rank, s)), ("y", -value(rank, s))])
+            .collect();
+        let rows: Vec<(u64, &[(&str, f64)])> = steps
+            .iter()
+            .zip(&vals)
+            .map(|(&s, v)| (s, if s % 2 == 0 { &v[..] } else { &v[..1] }))
+            .collect();
+        for (s, v) in &rows {
+            for (k, x) in v.iter() {
+                expected.entry((*s, k)).or_default().push(*x);
+            }
+        }
+        fake_run(r, "many", Some(rank as u32), 20, 1, &rows, true);
+    }
+    let mut got = Vec::new();
+    let view = GroupView::stream(r, "many", GroupOptions::default(), |step, key, s| {
+        got.push((step, key.to_string(), *s))
+    })
+    .expect("view");
+    assert_eq!(got.len(), expected.len());
+    assert!(got.windows(2).all(|w| w[0].0 <= w[1].0), "steps in order");
+    for (step, key, s) in &got {
+        let v = &expected[&(*step, key.as_str())];
+        let n = v.len() as f64;
+        let mean = v.iter().sum::<f64>() / n;
+        let std = (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n).sqrt();
+        let min = v.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        assert_eq!(s.count as usize, v.len(), "{key}@{step}");
+        assert!(
+            (s.mean - mean).abs() < 1e-9 && (s.std - std).abs() < 1e-9,
+            "{key}@{step}: {s:?}"
+        );
+        assert_eq!((s.min, s.max), (min, max), "{key}@{step}");
+    }
+    let x = view.metric("x").expect("x");
+    let width = x.series[0].span;
+    assert!(width > 1 && x.series.len() <= 240);
+    for rank in &view.ranks {
+        let rx = rank
+            .metrics
+            .iter()
+            .find(|m| m.key == "x")
+            .expect("x of rank");
+        assert!(
+            rx.series.iter().all(|(s, _)| s % width == 0),
+            "rank series on the group's grid"
+        );
+        let first = rank.rank.map(u64::from).unwrap_or(0);
+        assert_eq!(rx.count, 400 - first * 3 - first + 1);
+    }
 }

@@ -101,13 +101,19 @@ pub struct StepStats {
     pub std: f64,
 }
 
-/// Welford's running mean and variance of one metric at one step.
+/// Running count, mean, variance, min and max of one metric at one step.
+///
+/// Values are summed as offsets from the first one (the shifted-data
+/// algorithm: no division per value, and no loss of precision when the values
+/// are large and close together); accumulators of different parts merge with
+/// Chan et al.'s parallel update.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct StepAcc {
     seen: bool,
     n: u32,
-    mean: f64,
-    m2: f64,
+    shift: f64,
+    s1: f64,
+    s2: f64,
     min: f64,
     max: f64,
 }
@@ -118,12 +124,14 @@ impl StepAcc {
         !self.seen
     }
 
+    #[inline]
     pub fn add(&mut self, v: f64) {
         self.seen = true;
         if v.is_nan() {
             return;
         }
         if self.n == 0 {
+            self.shift = v;
             self.min = v;
             self.max = v;
         } else {
@@ -131,21 +139,59 @@ impl StepAcc {
             self.max = self.max.max(v);
         }
         self.n += 1;
-        let d = v - self.mean;
-        self.mean += d / f64::from(self.n);
-        self.m2 += d * (v - self.mean);
+        let d = v - self.shift;
+        self.s1 += d;
+        self.s2 += d * d;
+    }
+
+    /// Mean and sum of squared deviations.
+    fn moments(&self) -> (f64, f64) {
+        let n = f64::from(self.n);
+        (
+            self.shift + self.s1 / n,
+            (self.s2 - self.s1 * self.s1 / n).max(0.0),
+        )
+    }
+
+    /// Adds the values of another accumulator (Chan et al.'s parallel update).
+    pub fn merge(&mut self, o: &StepAcc) {
+        if !o.seen {
+            return;
+        }
+        self.seen = true;
+        if o.n == 0 {
+            return;
+        }
+        if self.n == 0 {
+            *self = *o;
+            return;
+        }
+        let ((ma, m2a), (mb, m2b)) = (self.moments(), o.moments());
+        let (na, nb) = (f64::from(self.n), f64::from(o.n));
+        let n = na + nb;
+        let delta = mb - ma;
+        // With the shift at the mean, s1 is 0 and s2 is the squared deviations.
+        self.shift = ma + delta * nb / n;
+        self.s1 = 0.0;
+        self.s2 = m2a + m2b + delta * delta * na * nb / n;
+        self.min = self.min.min(o.min);
+        self.max = self.max.max(o.max);
+        self.n += o.n;
     }
 
     pub fn take(&mut self, step: u64) -> Option<StepStats> {
         let a = std::mem::take(self);
-        (a.n > 0).then(|| StepStats {
-            step,
-            span: 1,
-            count: a.n,
-            mean: a.mean,
-            min: a.min,
-            max: a.max,
-            std: (a.m2 / f64::from(a.n)).max(0.0).sqrt(),
+        (a.n > 0).then(|| {
+            let (mean, m2) = a.moments();
+            StepStats {
+                step,
+                span: 1,
+                count: a.n,
+                mean,
+                min: a.min,
+                max: a.max,
+                std: (m2 / f64::from(a.n)).sqrt(),
+            }
         })
     }
 }
@@ -231,7 +277,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn welford_matches_the_textbook() {
+    fn statistics_match_the_textbook() {
         let mut a = StepAcc::default();
         for v in [2.0, 4.0, 4.0, 4.0, 5.0, 5.0, 7.0, 9.0, f64::NAN] {
             a.add(v);
@@ -240,6 +286,26 @@ mod tests {
         assert_eq!((s.count, s.mean, s.min, s.max), (8, 5.0, 2.0, 9.0));
         assert!((s.std - 2.0).abs() < 1e-12);
         assert!(a.take(4).is_none());
+    }
+
+    #[test]
+    fn merged_accumulators_equal_one_accumulator() {
+        let values = [3.0, -1.0, 7.5, 2.25, f64::NAN, 10.0, 0.0];
+        let mut all = StepAcc::default();
+        values.iter().for_each(|&v| all.add(v));
+        for cut in 0..=values.len() {
+            let (mut a, mut b) = (StepAcc::default(), StepAcc::default());
+            values[..cut].iter().for_each(|&v| a.add(v));
+            values[cut..].iter().for_each(|&v| b.add(v));
+            a.merge(&b);
+            let (x, y) = (a.take(0), all.clone().take(0));
+            let (x, y) = (
+                x.unwrap_or_else(|| panic!("empty")),
+                y.unwrap_or_else(|| panic!("empty")),
+            );
+            assert_eq!((x.count, x.min, x.max), (y.count, y.min, y.max));
+            assert!((x.mean - y.mean).abs() < 1e-12 && (x.std - y.std).abs() < 1e-12);
+        }
     }
 
     #[test]
