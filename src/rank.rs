@@ -286,11 +286,7 @@ fn mpich(env: &Env) -> Result<Detected> {
         }
         (None, None) => (rank, world),
     };
-    let node = if local_world > 0 {
-        rank / local_world
-    } else {
-        0
-    };
+    let node = rank.checked_div(local_world).unwrap_or(0);
     build(
         l,
         ["PMI_RANK", "PMI_SIZE", "MPI_LOCALRANKID", "MPI_LOCALNRANKS"],
@@ -376,7 +372,12 @@ mod tests {
 
     #[test]
     fn every_launcher_is_detected() {
-        let table: &[(&str, &[(&str, &str)], Option<(Launcher, RankInfo)>)] = &[
+        type Case<'a> = (
+            &'a str,
+            &'a [(&'a str, &'a str)],
+            Option<(Launcher, RankInfo)>,
+        );
+        let table: &[Case] = &[
             ("nothing", &[], None),
             (
                 "torchrun",

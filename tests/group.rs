@@ -198,11 +198,8 @@ fn group_command_prints_json_and_plots() {
     let png_bytes = std::fs::read(&png).expect("png written");
     assert!(png_bytes.starts_with(b"\x89PNG\r\n\x1a\n"));
 
-    let bad = Command::new(ranklog_bin())
-        .args(["group", "nope", "--dir"])
-        .arg(root.path())
-        .output()
-        .expect("ranklog group");
+    let dir = root.path().to_str().expect("utf-8 temp dir");
+    let bad = crate::util::ranklog(&["group", "nope", "--dir", dir]);
     assert_eq!(bad.status.code(), Some(2));
     let err = text(&bad.stderr);
     assert!(
@@ -692,9 +689,11 @@ fn long_runs_are_downsampled_to_the_resolution() {
 }
 
 /// Starts `ranklog launch` with 3 slow ranks and waits until each has a run.
+/// The caller waits for the returned launcher.
+#[allow(clippy::zombie_processes)]
 fn start_slow_job(root: &Path, group: &str) -> (std::process::Child, Vec<u32>) {
     let me = std::env::current_exe().expect("test binary path");
-    let child = Command::new(ranklog_bin())
+    let mut child = Command::new(ranklog_bin())
         .args([
             "launch",
             "--nproc-per-node",
@@ -729,10 +728,11 @@ fn start_slow_job(root: &Path, group: &str) -> (std::process::Child, Vec<u32>) {
         if pids.len() == 3 {
             return (child, pids);
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the ranks did not start"
-        );
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the ranks did not start");
+        }
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }

@@ -104,7 +104,8 @@ mod tests {
     #[test]
     fn key_rules_in_order() -> Result<()> {
         let four = ranks(4);
-        let table: &[(Option<&str>, &[(&str, &str)], Option<&str>)] = &[
+        type Case<'a> = (Option<&'a str>, &'a [(&'a str, &'a str)], Option<&'a str>);
+        let table: &[Case] = &[
             (
                 Some("mine"),
                 &[("TORCHELASTIC_RUN_ID", "te"), ("SLURM_JOB_ID", "7")],

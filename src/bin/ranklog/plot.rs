@@ -16,6 +16,9 @@ use ranklog::group::GroupView;
 
 const FONT: &[u8] = include_bytes!("../../../assets/DejaVuSans.ttf");
 const WIDTH: u32 = 960;
+
+/// One rank's line: its rank and `(step, value)` points.
+type RankLine = (Option<u32>, Vec<(u64, f64)>);
 const CHART_HEIGHT: u32 = 340;
 
 /// Draws the charts of `view` into `out` (`.svg` or `.png`).
@@ -72,7 +75,7 @@ where
             .iter()
             .filter_map(|s| Some((s.step, finite(s.min)?, finite(s.max)?)))
             .collect();
-        let lines: Vec<(Option<u32>, Vec<(u64, f64)>)> = view
+        let lines: Vec<RankLine> = view
             .ranks
             .iter()
             .filter_map(|r| {
@@ -103,7 +106,7 @@ where
         let (y0, y1) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
             (a.min(v), b.max(v))
         });
-        if x0 > x1 || !(y0 <= y1) {
+        if x0 > x1 || y0.partial_cmp(&y1).map_or(true, |o| o.is_gt()) {
             panel
                 .titled(
                     &format!("{} (no finite values)", metric.key),
