@@ -219,6 +219,46 @@ pub enum Error {
         /// The JSON type that was given.
         found: &'static str,
     },
+
+    /// A launcher's rank variables are missing a partner, not numbers, or out of range.
+    #[error("cannot tell this process's rank from the launcher's environment: {reason}")]
+    RankEnvironment {
+        /// The variable at fault.
+        var: String,
+        /// What is wrong, naming the variable and its value.
+        reason: String,
+    },
+
+    /// A job of several ranks has no group key, so its runs could not be told apart from other jobs'.
+    #[error("this process is one of {world_size} ranks ({launcher}) but no group key was found; set RANKLOG_GROUP (or Settings::group) to the same value on every rank, or start the job with `ranklog launch`, which sets it")]
+    GroupRequired {
+        /// The launcher whose variables were found.
+        launcher: &'static str,
+        /// The number of ranks in the job.
+        world_size: u32,
+    },
+
+    /// No run under the root belongs to the group that was asked for.
+    #[error("no runs of group {group:?} under {}; {}", .root.display(), groups_hint(.groups))]
+    GroupNotFound {
+        /// The group that was asked for.
+        group: String,
+        /// The root directory searched.
+        root: std::path::PathBuf,
+        /// The groups that do exist there, sorted.
+        groups: Vec<String>,
+    },
+}
+
+fn groups_hint(groups: &[String]) -> String {
+    match groups.len() {
+        0 => "no run there has a group; list the runs with `ranklog runs`".to_string(),
+        n if n <= 20 => format!("groups there: {}", groups.join(", ")),
+        n => format!(
+            "{n} groups there, e.g. {}; list them with `ranklog runs`",
+            groups[..20].join(", ")
+        ),
+    }
 }
 
 /// A `Result` whose error is ranklog's [`Error`].

@@ -3,6 +3,7 @@
 #![deny(rustdoc::broken_intra_doc_links)]
 
 mod error;
+pub mod group;
 mod names;
 pub mod queue;
 pub mod rank;
@@ -10,10 +11,13 @@ pub mod record;
 mod run;
 mod settings;
 pub mod store;
+mod strategy;
 mod sys;
 
 pub use error::{Error, Result};
+pub use group::GroupView;
 pub use rank::RankInfo;
 pub use record::{ExitState, Record};
 pub use run::{init, Finished, MetricValue, Run, SummaryValue};
 pub use settings::{Mode, Reinit, Settings};
+pub use strategy::Strategy;

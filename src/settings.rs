@@ -2,6 +2,9 @@
 //! reads `RANKLOG_*` environment variables.
 //!
 //! A value set in code wins over the environment, which wins over the default.
+//! The rank comes from the launcher's variables ([`crate::rank`]) and, when no
+//! group is set, the group key from the launcher's job id
+//! (`TORCHELASTIC_RUN_ID`, `SLURM_JOB_ID`; see [`Settings::group`]).
 //!
 //! | variable | setting | default |
 //! |---|---|---|
@@ -12,6 +15,7 @@
 //! | `RANKLOG_RUN_ID` | [`Settings::id`] | 8 random `[a-z0-9]` |
 //! | `RANKLOG_GROUP` | [`Settings::group`] | none |
 //! | `RANKLOG_JOB_TYPE` | [`Settings::job_type`] | none |
+//! | `RANKLOG_STRATEGY` | [`Settings::strategy`]: `grouped`, `rank-zero-only` | `grouped` |
 //! | `RANKLOG_SILENT` | [`Settings::silent`]: `1`/`true`/`yes` | false |
 //! | `RANKLOG_FLUSH_INTERVAL_MS` | [`Settings::flush_interval`] | 100 |
 //! | `RANKLOG_DISABLE_GIT` | `1` turns off [`Settings::capture_git`] | git captured |
@@ -22,6 +26,8 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::names;
+use crate::rank::{self, RankInfo};
+use crate::strategy::Strategy;
 
 /// Where a run's data goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,6 +115,7 @@ pub struct Settings {
     tracking_uri: Option<String>,
     queue_capacity: Option<usize>,
     finish_timeout: Option<Duration>,
+    strategy: Option<Strategy>,
 }
 
 /// Settings with every value decided.
@@ -129,6 +136,9 @@ pub(crate) struct Resolved {
     pub tracking_uri: Option<String>,
     pub queue_capacity: usize,
     pub finish_timeout: Duration,
+    pub strategy: Strategy,
+    /// The rank, when a launcher's variables were found.
+    pub rank: Option<RankInfo>,
 }
 
 const DEFAULT_PROJECT: &str = "uncategorized";
@@ -170,7 +180,13 @@ impl Settings {
         self
     }
 
-    /// The group key shared by the runs of one job.
+    /// The group key shared by the runs of one job (same characters as a
+    /// project).
+    ///
+    /// Unset, it is `RANKLOG_GROUP`, else `TORCHELASTIC_RUN_ID` unless that is
+    /// `none`, else `SLURM_JOB_ID[.SLURM_STEP_ID]`. A [`Strategy::Grouped`] job
+    /// of several ranks without any of these fails with
+    /// [`Error::GroupRequired`].
     pub fn group(mut self, group: impl Into<String>) -> Settings {
         self.group = Some(group.into());
         self
@@ -232,6 +248,13 @@ impl Settings {
         self
     }
 
+    /// How the ranks of a multi-process job share the tracking (default
+    /// [`Strategy::Grouped`]); `RANKLOG_STRATEGY` when unset.
+    pub fn strategy(mut self, strategy: Strategy) -> Settings {
+        self.strategy = Some(strategy);
+        self
+    }
+
     /// The root directory these settings resolve to: [`Settings::dir`], else
     /// `RANKLOG_DIR`, else `./ranklog`.
     pub fn root(&self) -> PathBuf {
@@ -255,6 +278,17 @@ impl Settings {
         if let Some(g) = &group {
             names::check_name("group", g)?;
         }
+        let strategy = match (self.strategy, env("RANKLOG_STRATEGY")) {
+            (Some(s), _) => s,
+            (None, Some(s)) => s.parse().map_err(|_| Error::InvalidSetting {
+                name: "RANKLOG_STRATEGY".into(),
+                value: s.clone(),
+                reason: "use grouped or rank-zero-only".into(),
+            })?,
+            (None, None) => Strategy::default(),
+        };
+        let detected = rank::detect(env)?;
+        let group = crate::group::key::resolve(group, env, detected.as_ref(), strategy)?;
         let job_type = pick(&self.job_type, "RANKLOG_JOB_TYPE");
         if let Some(j) = &job_type {
             names::check_name("job_type", j)?;
@@ -335,6 +369,8 @@ impl Settings {
             tracking_uri,
             queue_capacity,
             finish_timeout: self.finish_timeout.unwrap_or(Duration::from_secs(60)),
+            strategy,
+            rank: detected.map(|d| d.info),
         })
     }
 }
@@ -415,6 +451,39 @@ mod tests {
         assert!(
             matches!(e, Err(Error::InvalidSetting { ref name, .. }) if name == "RANKLOG_SILENT")
         );
+    }
+
+    #[test]
+    fn rank_group_and_strategy_come_from_the_launcher() -> Result<()> {
+        let torchrun = [
+            ("RANK", "2"),
+            ("WORLD_SIZE", "4"),
+            ("LOCAL_RANK", "2"),
+            ("LOCAL_WORLD_SIZE", "4"),
+            ("TORCHELASTIC_RUN_ID", "job9"),
+            ("RANKLOG_STRATEGY", "rank-zero-only"),
+        ];
+        let r = Settings::new().resolve_with(&with(&torchrun))?;
+        assert_eq!(r.rank.map(|k| k.rank), Some(2));
+        assert_eq!(r.group.as_deref(), Some("job9"));
+        assert_eq!(r.strategy, Strategy::RankZeroOnly);
+        let r = Settings::new()
+            .strategy(Strategy::Grouped)
+            .group("mine")
+            .resolve_with(&with(&torchrun))?;
+        assert_eq!(r.strategy, Strategy::Grouped);
+        assert_eq!(r.group.as_deref(), Some("mine"));
+        let e = Settings::new().resolve_with(&with(&[
+            ("RANK", "1"),
+            ("WORLD_SIZE", "2"),
+            ("LOCAL_RANK", "1"),
+        ]));
+        assert!(matches!(e, Err(Error::GroupRequired { world_size: 2, .. })));
+        let e = Settings::new().resolve_with(&with(&[("RANKLOG_STRATEGY", "all")]));
+        assert!(
+            matches!(e, Err(Error::InvalidSetting { ref name, .. }) if name == "RANKLOG_STRATEGY")
+        );
+        Ok(())
     }
 
     #[test]

@@ -3,4 +3,5 @@
 mod cli;
 mod runs;
 mod store;
+mod group;
 mod util;

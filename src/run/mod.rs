@@ -29,6 +29,7 @@ use crate::error::{Error, Result};
 use crate::record::{Exit, ExitState, Record, Start};
 use crate::settings::{Mode, Reinit, Resolved, Settings};
 use crate::store::{self, Meta, Writer};
+use crate::strategy::Strategy;
 
 pub(crate) use clock::{now_unix_us, since_start_us};
 pub use summary::SummaryValue;
@@ -39,12 +40,20 @@ use sink::{LocalSink, Sink, SinkError};
 
 /// Starts a run.
 ///
+/// In a multi-process job the rank comes from the launcher's environment
+/// (see [`crate::rank`]) and what this rank gets from [`Settings::strategy`]:
+/// under [`Strategy::Grouped`] its own run, in the job's group and named
+/// `<group>-rank<N>` unless named; under [`Strategy::RankZeroOnly`] a
+/// disabled run on every rank but 0.
+///
 /// What happens while another run of this process is active depends on
 /// [`Settings::reinit`]: by default the new run starts beside it.
 ///
 /// # Errors
 ///
 /// [`Error::InvalidName`]/[`Error::InvalidSetting`] for bad settings,
+/// [`Error::RankEnvironment`] for inconsistent launcher variables,
+/// [`Error::GroupRequired`] for a grouped job of several ranks without a group,
 /// [`Error::RunIdExists`] when the id is taken in the root, [`Error::Write`]
 /// when the root cannot be written, [`Error::OnlineUnavailable`] for online
 /// mode.
@@ -80,8 +89,11 @@ pub fn init(settings: Settings) -> Result<Run> {
         }
         Reinit::CreateNew => {}
     }
+    let silent_rank =
+        cfg.strategy == Strategy::RankZeroOnly && cfg.rank.is_some_and(|r| r.rank > 0);
     let inner = match cfg.mode {
         Mode::Disabled => Inner::disabled(&cfg)?,
+        _ if silent_rank => Inner::disabled(&cfg)?,
         Mode::Offline => Inner::offline(&cfg)?,
         Mode::Online => {
             return Err(Error::OnlineUnavailable {
@@ -174,9 +186,12 @@ impl Inner {
             time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(start_unix_us) * 1000)
                 .unwrap_or_else(|_| time::OffsetDateTime::now_utc());
         let dir = store::create_run_dir(&cfg.root, started, &id)?;
-        let name = match &cfg.name {
-            Some(n) => n.clone(),
-            None => identity::new_name(store::next_name_number(&cfg.root, &cfg.project)?),
+        let name = match (&cfg.name, &cfg.group, cfg.rank) {
+            (Some(n), _, _) => n.clone(),
+            (None, Some(group), Some(rank)) if cfg.strategy == Strategy::Grouped => {
+                crate::group::key::run_name(group, rank.rank)
+            }
+            (None, _, _) => identity::new_name(store::next_name_number(&cfg.root, &cfg.project)?),
         };
         let host = crate::sys::hostname();
         let pid = std::process::id();
@@ -188,7 +203,7 @@ impl Inner {
             project: cfg.project.clone(),
             group: cfg.group.clone(),
             job_type: cfg.job_type.clone(),
-            rank: None,
+            rank: cfg.rank,
             host: host.clone(),
             pid,
             pid_start: crate::sys::process_start_ticks(pid),
@@ -210,7 +225,7 @@ impl Inner {
             project: cfg.project.clone(),
             group: cfg.group.clone(),
             job_type: cfg.job_type.clone(),
-            rank: None,
+            rank: cfg.rank,
             start_unix_us,
             host,
             pid,

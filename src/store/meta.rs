@@ -96,6 +96,11 @@ pub(crate) fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
     })
 }
 
+/// Reads the `meta.json` of a run directory.
+pub(crate) fn read_meta(dir: &Path) -> Result<Meta> {
+    read_json(&dir.join(META_FILE))
+}
+
 /// Writes a JSON file atomically: to a temporary name, then renamed.
 pub(crate) fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     let write_err = |source| Error::Write {

@@ -217,8 +217,12 @@ impl<R: Read> Reader<R> {
             return self.damaged(start, DamageKind::Oversized);
         }
         self.payload.clear();
-        self.payload.resize(len, 0);
-        match read_full(&mut self.src, &mut self.payload) {
+        self.payload.reserve(len);
+        // read_to_end fills the spare capacity without zeroing it first.
+        match (&mut self.src)
+            .take(len as u64)
+            .read_to_end(&mut self.payload)
+        {
             Ok(n) if n < len => return self.damaged(start, DamageKind::TornTail),
             Ok(_) => {}
             Err(_) => return self.damaged(start, DamageKind::Io),

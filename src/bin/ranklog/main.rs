@@ -1,5 +1,8 @@
 //! The `ranklog` command: list, inspect, launch and sync runs.
 
+mod group;
+mod launch;
+mod plot;
 mod runs;
 mod show;
 mod table;
@@ -23,6 +26,10 @@ enum Command {
     Runs(runs::Args),
     /// Show one run: meta, config, summary, git and its metrics.
     Show(show::Args),
+    /// Show the runs of one group side by side: ranks, aggregates, stragglers.
+    Group(group::Args),
+    /// Start N ranks of a command on this host (torchrun variables + group).
+    Launch(launch::Args),
 }
 
 /// The root directory: `--dir`, else `RANKLOG_DIR`, else `./ranklog`.
@@ -38,6 +45,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Runs(args) => runs::run(args),
         Command::Show(args) => show::run(args),
+        Command::Group(args) => group::run(args),
+        Command::Launch(args) => launch::run(args),
     };
     match result {
         Ok(code) => code,
