@@ -2,6 +2,7 @@
 #![deny(missing_docs)]
 #![deny(rustdoc::broken_intra_doc_links)]
 
+mod console;
 mod error;
 pub mod group;
 mod names;

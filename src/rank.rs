@@ -63,6 +63,8 @@ pub enum Launcher {
     Mpich,
     /// Slurm's `srun`.
     Slurm,
+    /// Set in code with [`crate::Settings::rank`].
+    Explicit,
 }
 
 impl Launcher {
@@ -73,6 +75,7 @@ impl Launcher {
             Launcher::OpenMpi => "Open MPI",
             Launcher::Mpich => "MPICH/Intel MPI",
             Launcher::Slurm => "Slurm",
+            Launcher::Explicit => "Settings::rank",
         }
     }
 }

@@ -26,6 +26,7 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::names;
+use crate::queue::{Merge, Policy, QueueConfig, Transport};
 use crate::rank::{self, RankInfo};
 use crate::strategy::Strategy;
 
@@ -116,6 +117,13 @@ pub struct Settings {
     queue_capacity: Option<usize>,
     finish_timeout: Option<Duration>,
     strategy: Option<Strategy>,
+    rank: Option<RankInfo>,
+    transport: Option<Transport>,
+    drop_policy: Option<Policy>,
+    merge: Option<Merge>,
+    queue_port: Option<u16>,
+    connect_timeout: Option<Duration>,
+    straggler_timeout: Option<Duration>,
 }
 
 /// Settings with every value decided.
@@ -139,6 +147,8 @@ pub(crate) struct Resolved {
     pub strategy: Strategy,
     /// The rank, when a launcher's variables were found.
     pub rank: Option<RankInfo>,
+    /// How this rank reaches rank 0, for a single-writer job of several ranks.
+    pub queue: Option<QueueConfig>,
 }
 
 const DEFAULT_PROJECT: &str = "uncategorized";
@@ -255,6 +265,55 @@ impl Settings {
         self
     }
 
+    /// This process's rank, instead of the launcher's variables (for
+    /// launchers ranklog does not know).
+    pub fn rank(mut self, rank: RankInfo) -> Settings {
+        self.rank = Some(rank);
+        self
+    }
+
+    /// How single-writer workers reach rank 0 (default [`Transport::Auto`];
+    /// `RANKLOG_TRANSPORT`).
+    pub fn transport(mut self, transport: Transport) -> Settings {
+        self.transport = Some(transport);
+        self
+    }
+
+    /// What a single-writer worker's `log` does when its buffer is full
+    /// (default [`Policy::Block`]; `RANKLOG_DROP_POLICY`).
+    pub fn drop_policy(mut self, policy: Policy) -> Settings {
+        self.drop_policy = Some(policy);
+        self
+    }
+
+    /// How rank 0 merges the ranks' rows (default: per-rank keys plus mean,
+    /// min and max; `RANKLOG_MERGE`, e.g. `per_rank,mean`).
+    pub fn merge(mut self, merge: Merge) -> Settings {
+        self.merge = Some(merge);
+        self
+    }
+
+    /// The TCP port rank 0 listens on for single-writer workers on other
+    /// nodes (default `MASTER_PORT + 1`, else 29501; `RANKLOG_QUEUE_PORT`).
+    pub fn queue_port(mut self, port: u16) -> Settings {
+        self.queue_port = Some(port);
+        self
+    }
+
+    /// How long a single-writer worker waits for rank 0, and rank 0 for its
+    /// workers (default 60 s; `RANKLOG_QUEUE_CONNECT_TIMEOUT_S`).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Settings {
+        self.connect_timeout = Some(timeout);
+        self
+    }
+
+    /// How long rank 0 holds a step for a slow rank before writing it with
+    /// the ranks that came (default 60 s; `RANKLOG_STRAGGLER_TIMEOUT_S`).
+    pub fn straggler_timeout(mut self, timeout: Duration) -> Settings {
+        self.straggler_timeout = Some(timeout);
+        self
+    }
+
     /// The root directory these settings resolve to: [`Settings::dir`], else
     /// `RANKLOG_DIR`, else `./ranklog`.
     pub fn root(&self) -> PathBuf {
@@ -283,12 +342,38 @@ impl Settings {
             (None, Some(s)) => s.parse().map_err(|_| Error::InvalidSetting {
                 name: "RANKLOG_STRATEGY".into(),
                 value: s.clone(),
-                reason: "use grouped or rank-zero-only".into(),
+                reason: "use grouped, rank-zero-only or single-writer".into(),
             })?,
             (None, None) => Strategy::default(),
         };
-        let detected = rank::detect(env)?;
+        let detected = match self.rank {
+            Some(info) => {
+                if info.world_size == 0
+                    || info.rank >= info.world_size
+                    || info.local_rank >= info.local_world_size.max(1)
+                {
+                    return Err(Error::InvalidSetting {
+                        name: "rank".into(),
+                        value: format!("{info:?}"),
+                        reason:
+                            "rank must be below world_size and local_rank below local_world_size"
+                                .into(),
+                    });
+                }
+                Some(rank::Detected {
+                    launcher: rank::Launcher::Explicit,
+                    info,
+                })
+            }
+            None => rank::detect(env)?,
+        };
         let group = crate::group::key::resolve(group, env, detected.as_ref(), strategy)?;
+        let queue = self.queue_config(
+            strategy,
+            detected.as_ref().map(|d| &d.info),
+            group.as_deref(),
+            env,
+        )?;
         let job_type = pick(&self.job_type, "RANKLOG_JOB_TYPE");
         if let Some(j) = &job_type {
             names::check_name("job_type", j)?;
@@ -371,7 +456,105 @@ impl Settings {
             finish_timeout: self.finish_timeout.unwrap_or(Duration::from_secs(60)),
             strategy,
             rank: detected.map(|d| d.info),
+            queue,
         })
+    }
+}
+
+impl Settings {
+    /// The queue of a single-writer job of several ranks.
+    fn queue_config(
+        &self,
+        strategy: Strategy,
+        rank: Option<&RankInfo>,
+        group: Option<&str>,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Option<QueueConfig>> {
+        let Some(rank) = rank.filter(|r| r.world_size > 1) else {
+            return Ok(None);
+        };
+        if strategy != Strategy::SingleWriter {
+            return Ok(None);
+        }
+        let invalid = |name: &str, value: &str, reason: &str| Error::InvalidSetting {
+            name: name.into(),
+            value: value.into(),
+            reason: reason.into(),
+        };
+        let master_port = env("MASTER_PORT")
+            .map(|p| {
+                p.parse::<u16>()
+                    .map_err(|_| invalid("MASTER_PORT", &p, "expected a port number"))
+            })
+            .transpose()?;
+        let port = match (self.queue_port, env("RANKLOG_QUEUE_PORT")) {
+            (Some(p), _) => p,
+            (None, Some(p)) => p
+                .parse()
+                .map_err(|_| invalid("RANKLOG_QUEUE_PORT", &p, "expected a port number"))?,
+            (None, None) => master_port.map_or(29501, |p| p.wrapping_add(1)),
+        };
+        // The job's name for the rendezvous: its group, else its master port.
+        let job = match (group, master_port) {
+            (Some(g), _) => g.to_string(),
+            (None, Some(p)) => format!("port-{p}"),
+            (None, None) => {
+                return Err(Error::GroupRequired {
+                    world_size: rank.world_size,
+                    launcher: "single-writer job",
+                })
+            }
+        };
+        let token = env("RANKLOG_JOB_TOKEN").unwrap_or_else(|| format!("job:{job}"));
+        let seconds = |code: Option<Duration>, var: &str, default: u64| -> Result<Duration> {
+            match (code, env(var)) {
+                (Some(d), _) => Ok(d),
+                (None, Some(v)) => Ok(Duration::from_secs(parse_env(var, &v)?)),
+                (None, None) => Ok(Duration::from_secs(default)),
+            }
+        };
+        let transport = match (self.transport, env("RANKLOG_TRANSPORT")) {
+            (Some(t), _) => t,
+            (None, Some(v)) => v
+                .parse()
+                .map_err(|r: String| invalid("RANKLOG_TRANSPORT", &v, &r))?,
+            (None, None) => Transport::Auto,
+        };
+        let policy = match (self.drop_policy, env("RANKLOG_DROP_POLICY")) {
+            (Some(p), _) => p,
+            (None, Some(v)) => v
+                .parse()
+                .map_err(|r: String| invalid("RANKLOG_DROP_POLICY", &v, &r))?,
+            (None, None) => Policy::Block,
+        };
+        let merge = match (&self.merge, env("RANKLOG_MERGE")) {
+            (Some(m), _) => m.clone(),
+            (None, Some(v)) => v
+                .parse()
+                .map_err(|r: String| invalid("RANKLOG_MERGE", &v, &r))?,
+            (None, None) => Merge::default(),
+        };
+        let master = env("MASTER_ADDR").unwrap_or_else(|| "127.0.0.1".into());
+        let rendezvous = match env("RANKLOG_RENDEZVOUS_DIR") {
+            Some(d) => PathBuf::from(d),
+            // SAFETY: geteuid has no preconditions.
+            None => std::env::temp_dir()
+                .join(format!("ranklog-{}", unsafe { libc::geteuid() }))
+                .join(&job),
+        };
+        let connect_timeout = seconds(self.connect_timeout, "RANKLOG_QUEUE_CONNECT_TIMEOUT_S", 60)?;
+        Ok(Some(QueueConfig {
+            transport,
+            rendezvous,
+            address: format!("{master}:{port}"),
+            token,
+            merge,
+            policy,
+            capacity: self.queue_capacity.unwrap_or(8192),
+            connect_timeout,
+            straggler_timeout: seconds(self.straggler_timeout, "RANKLOG_STRAGGLER_TIMEOUT_S", 60)?,
+            goodbye_timeout: self.finish_timeout.unwrap_or(Duration::from_secs(30)),
+        }))
     }
 }
 

@@ -27,15 +27,19 @@ pub enum Strategy {
     /// Rank 0 owns the run; every other rank gets a disabled run that writes
     /// nothing (what Lightning and accelerate do).
     RankZeroOnly,
+    /// Rank 0 owns the one run; every other rank's rows travel to it through
+    /// a cross-process queue and are merged there ([`crate::queue`]).
+    SingleWriter,
 }
 
 impl Strategy {
     /// The name used by `RANKLOG_STRATEGY` and `ranklog launch --strategy`:
-    /// `grouped` or `rank-zero-only`.
+    /// `grouped`, `rank-zero-only` or `single-writer`.
     pub fn as_str(self) -> &'static str {
         match self {
             Strategy::Grouped => "grouped",
             Strategy::RankZeroOnly => "rank-zero-only",
+            Strategy::SingleWriter => "single-writer",
         }
     }
 }
@@ -49,16 +53,18 @@ impl std::fmt::Display for Strategy {
 impl std::str::FromStr for Strategy {
     type Err = Error;
 
-    /// Parses `grouped` or `rank-zero-only` (also `rank_zero_only`,
-    /// `rankzeroonly`, `rank0`), ignoring case.
+    /// Parses `grouped`, `rank-zero-only` (also `rank_zero_only`,
+    /// `rankzeroonly`, `rank0`) or `single-writer` (also `single_writer`),
+    /// ignoring case.
     fn from_str(s: &str) -> Result<Strategy> {
         match s.trim().to_ascii_lowercase().replace('_', "-").as_str() {
             "grouped" => Ok(Strategy::Grouped),
             "rank-zero-only" | "rankzeroonly" | "rank0" => Ok(Strategy::RankZeroOnly),
+            "single-writer" | "singlewriter" => Ok(Strategy::SingleWriter),
             _ => Err(Error::InvalidSetting {
                 name: "strategy".into(),
                 value: s.to_string(),
-                reason: "use grouped or rank-zero-only".into(),
+                reason: "use grouped, rank-zero-only or single-writer".into(),
             }),
         }
     }
@@ -70,7 +76,11 @@ mod tests {
 
     #[test]
     fn names_round_trip() -> Result<()> {
-        for s in [Strategy::Grouped, Strategy::RankZeroOnly] {
+        for s in [
+            Strategy::Grouped,
+            Strategy::RankZeroOnly,
+            Strategy::SingleWriter,
+        ] {
             assert_eq!(s.as_str().parse::<Strategy>()?, s);
         }
         assert_eq!(

@@ -10,6 +10,7 @@ use parking_lot::Mutex;
 use super::merge::Merger;
 use super::wire::ToOwner;
 use super::{Event, Hub};
+use crate::console;
 use crate::error::{Error, Result};
 use crate::record::{Exit, Record};
 use crate::run::sink::{Report, Sink};
@@ -18,9 +19,12 @@ use crate::run::sink::{Report, Sink};
 /// control requests are looked at between waits.
 const TICK: Duration = Duration::from_millis(5);
 
+/// Where the answer to a finish request goes.
+type FinishAck = Sender<Result<Option<Report>>>;
+
 enum Control {
     Flush(Sender<Result<()>>),
-    Finish(Box<Exit>, Sender<Result<Option<Report>>>),
+    Finish(Box<Exit>, FinishAck),
 }
 
 /// Timeouts of the owner.
@@ -143,7 +147,7 @@ struct Stage {
 
 impl Stage {
     fn run(mut self) {
-        let mut finishing: Option<(Box<Exit>, Sender<Result<Option<Report>>>, Instant)> = None;
+        let mut finishing: Option<(Box<Exit>, FinishAck, Instant)> = None;
         loop {
             let events = self.hub.poll(TICK);
             let now = Instant::now();
@@ -180,7 +184,9 @@ impl Stage {
                     Event::Message(_, ToOwner::Hello { .. }) => {}
                     Event::Closed(rank) => {
                         if !self.said_bye.get(rank as usize).copied().unwrap_or(true) {
-                            tracing::warn!(rank, "ranklog: rank {rank} went away without finishing; it is recorded as lost");
+                            console::warn(&format!(
+                                "rank {rank} went away without finishing; it is recorded as lost"
+                            ));
                             merger.lost(
                                 rank,
                                 "connection closed without a goodbye (process killed or crashed)"
@@ -190,11 +196,13 @@ impl Stage {
                         }
                     }
                     Event::Garbage(rank) => {
-                        tracing::warn!(rank, "ranklog: rank {rank} sent an unreadable message; it is recorded as lost");
+                        console::warn(&format!(
+                            "rank {rank} sent an unreadable message; it is recorded as lost"
+                        ));
                         merger.lost(rank, "sent an unreadable message".into(), &mut out);
                     }
                     Event::Refused(why) => {
-                        tracing::warn!("ranklog: refused a queue connection: {why}")
+                        console::warn(&format!("refused a queue connection: {why}"))
                     }
                 }
             }
@@ -212,7 +220,10 @@ impl Stage {
                 {
                     let rank = rank as u32;
                     if merger.is_live(rank) {
-                        tracing::warn!(rank, "ranklog: rank {rank} did not connect within {} s; the run goes on without it", self.timeouts.connect.as_secs());
+                        console::warn(&format!(
+                            "rank {rank} did not connect within {} s; the run goes on without it",
+                            self.timeouts.connect.as_secs()
+                        ));
                         merger.lost(
                             rank,
                             format!(
@@ -265,11 +276,10 @@ impl Stage {
             merger.record(0, r, now, &mut out);
         }
         for &rank in waiting {
-            tracing::warn!(
-                rank,
-                "ranklog: rank {rank} did not finish within {} s of rank 0",
+            console::warn(&format!(
+                "rank {rank} did not finish within {} s of rank 0",
                 timeouts.goodbye.as_secs()
-            );
+            ));
             merger.lost(
                 rank,
                 format!(

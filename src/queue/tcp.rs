@@ -66,6 +66,7 @@ impl TcpHub {
     }
 
     /// The address actually bound (useful with port 0).
+    #[cfg(test)]
     pub(crate) fn local_addr(&self) -> io::Result<SocketAddr> {
         self.listener.local_addr()
     }

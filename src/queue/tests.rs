@@ -17,6 +17,9 @@ fn hello(rank: u32, token: &str) -> ToOwner {
     }
 }
 
+/// Connects a worker rank over one transport.
+type Connect<'a> = dyn Fn(u32, &ToOwner) -> std::io::Result<(Box<dyn Link>, ToWorker)> + Sync + 'a;
+
 fn admission() -> Admission {
     Admission::new(3, "secret".into(), "runid123".into(), "the-run".into())
 }
@@ -31,10 +34,7 @@ fn collect(hub: &mut dyn Hub, want: usize) -> Vec<Event> {
     events
 }
 
-fn conformance(
-    mut hub: Box<dyn Hub>,
-    connect: &(dyn Fn(u32, &ToOwner) -> std::io::Result<(Box<dyn Link>, ToWorker)> + Sync),
-) {
+fn conformance(mut hub: Box<dyn Hub>, connect: &Connect<'_>) {
     let h = std::thread::scope(|s| {
         let worker = s.spawn(|| connect(1, &hello(1, "secret")));
         let events = collect(hub.as_mut(), 1);

@@ -102,6 +102,7 @@ impl FrameBuffer {
         self.buf.extend_from_slice(bytes);
     }
 
+    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.buf.len()
     }

@@ -124,11 +124,6 @@ impl WorkerSink {
         Err(SendError::OwnerGone)
     }
 
-    /// Whether the owner is known to be gone.
-    pub(crate) fn owner_gone(&self) -> bool {
-        self.gone.load(Ordering::Relaxed)
-    }
-
     /// Sends what is buffered and a goodbye, within `timeout`.
     pub(crate) fn finish(&self, timeout: Duration) -> WorkerReport {
         let (ack_tx, ack) = crossbeam_channel::bounded(1);
@@ -214,8 +209,8 @@ impl Stage {
 
     /// The owner is gone: say so, let blocked `log` calls fail, count what is left.
     fn owner_lost(self, finish: Option<Control>) {
-        tracing::warn!(
-            "ranklog: the rank-0 owner of this run is gone; later rows are not recorded"
+        crate::console::warn(
+            "rank 0, the owner of this run, is gone; later rows of this rank are not recorded",
         );
         self.gone.store(true, Ordering::Relaxed);
         let left = self

@@ -10,7 +10,6 @@
 //! When the channel is full, `log` waits for the writer (lossless and bounded).
 
 mod clock;
-mod console;
 mod git;
 mod identity;
 mod registry;
@@ -25,6 +24,7 @@ use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
 
+use crate::console;
 use crate::error::{Error, Result};
 use crate::record::{Exit, ExitState, Record, Start};
 use crate::settings::{Mode, Reinit, Resolved, Settings};
@@ -94,7 +94,15 @@ pub fn init(settings: Settings) -> Result<Run> {
     let inner = match cfg.mode {
         Mode::Disabled => Inner::disabled(&cfg)?,
         _ if silent_rank => Inner::disabled(&cfg)?,
-        Mode::Offline => Inner::offline(&cfg)?,
+        Mode::Offline => match (&cfg.queue, cfg.rank) {
+            (Some(queue), Some(rank)) if rank.rank > 0 => Inner::worker(&cfg, queue, &rank)?,
+            (Some(queue), Some(rank)) => Inner::offline(&cfg, |local, id, name| {
+                Ok(Sink::Owner(crate::queue::start_owner(
+                    queue, &rank, local, id, name,
+                )?))
+            })?,
+            _ => Inner::offline(&cfg, |local, _, _| Ok(local))?,
+        },
         Mode::Online => {
             return Err(Error::OnlineUnavailable {
                 uri: cfg.tracking_uri.unwrap_or_default(),
@@ -134,6 +142,8 @@ pub struct Finished {
     pub log_bytes: u64,
     /// Time from start to finish.
     pub duration: Duration,
+    /// Rows this rank dropped under [`crate::queue::Policy::DropNewest`].
+    pub dropped: u64,
 }
 
 pub(crate) struct Inner {
@@ -176,7 +186,12 @@ impl Inner {
         ))
     }
 
-    fn offline(cfg: &Resolved) -> Result<Inner> {
+    /// A run with its own directory; `wrap` may put the local writer behind
+    /// another sink (the single-writer owner).
+    fn offline(
+        cfg: &Resolved,
+        wrap: impl FnOnce(Sink, &str, &str) -> Result<Sink>,
+    ) -> Result<Inner> {
         let id = match &cfg.id {
             Some(id) => id.clone(),
             None => identity::new_id()?,
@@ -241,13 +256,14 @@ impl Inner {
         })?;
         store::write_json(&dir.join(store::META_FILE), &meta)?;
         store::update_latest(&cfg.root, &dir);
-        let sink = Sink::Local(LocalSink::start(
+        let local = Sink::Local(LocalSink::start(
             log,
             meta,
             dir.clone(),
             cfg.queue_capacity,
             cfg.flush_interval,
         )?);
+        let sink = wrap(local, &id, &name)?;
         let inner = Inner::new(id, name, Some(dir), start_unix_us, cfg, sink);
         if cfg.capture_git {
             inner.start_git_capture();
@@ -258,6 +274,23 @@ impl Inner {
             }
         }
         Ok(inner)
+    }
+
+    /// A worker rank of a single-writer job: no directory, rows go to rank 0.
+    fn worker(
+        cfg: &Resolved,
+        queue: &crate::queue::QueueConfig,
+        rank: &crate::RankInfo,
+    ) -> Result<Inner> {
+        let (sink, id, name) = crate::queue::connect_worker(queue, rank)?;
+        Ok(Inner::new(
+            id,
+            name,
+            None,
+            now_unix_us(),
+            cfg,
+            Sink::Worker(sink),
+        ))
     }
 
     fn new(
@@ -277,7 +310,7 @@ impl Inner {
             finish_timeout: cfg.finish_timeout,
             fork_generation: registry::fork_generation(),
             pid: std::process::id(),
-            rank: 0,
+            rank: cfg.rank.map_or(0, |r| r.rank),
             state: Mutex::new(State {
                 row: RowState::default(),
                 finished: None,
@@ -386,15 +419,16 @@ impl Inner {
         let exit_state = exit.state;
         let report = self.sink.finish(&self.id, exit, self.finish_timeout);
         let name = self.name.read().clone();
-        let (steps, points, log_bytes, failure) = match report {
-            Ok(Some(r)) => (r.steps, r.points, r.log_bytes, r.failure),
-            Ok(None) => (0, 0, 0, None),
+        let mut report = match report {
+            Ok(r) => r,
             Err(e) => {
-                state.finished = Some(self.finished_with(name, exit_state, 0, 0, 0, t_us));
+                state.finished = Some(self.finished_with(name, exit_state, None, t_us));
                 return Err(e);
             }
         };
-        let done = self.finished_with(name, exit_state, steps, points, log_bytes, t_us);
+        let failure = report.as_mut().and_then(|r| r.failure.take());
+        let done = self.finished_with(name, exit_state, report.as_ref(), t_us);
+        let (steps, points, log_bytes) = (done.steps, done.points, done.log_bytes);
         state.finished = Some(done.clone());
         drop(state);
         if !self.silent {
@@ -428,9 +462,7 @@ impl Inner {
         &self,
         name: String,
         state: ExitState,
-        steps: u64,
-        points: u64,
-        log_bytes: u64,
+        report: Option<&sink::Report>,
         t_us: i64,
     ) -> Finished {
         Finished {
@@ -438,9 +470,10 @@ impl Inner {
             name,
             dir: self.dir.clone(),
             state,
-            steps,
-            points,
-            log_bytes,
+            steps: report.map_or(0, |r| r.steps),
+            points: report.map_or(0, |r| r.points),
+            log_bytes: report.map_or(0, |r| r.log_bytes),
+            dropped: report.map_or(0, |r| r.dropped),
             duration: Duration::from_micros(t_us.max(0) as u64),
         }
     }

@@ -126,8 +126,23 @@ impl Sink {
 
     /// Writes the exit record, syncs the log and stops the writer.
     pub(crate) fn finish(&self, id: &str, exit: Exit, timeout: Duration) -> Result<Option<Report>> {
-        let Sink::Local(l) = self else {
-            return Ok(None);
+        let l = match self {
+            Sink::Local(l) => l,
+            Sink::Owner(o) => return o.finish(id, exit, timeout),
+            Sink::Worker(w) => {
+                let r = w.finish(timeout);
+                if !r.delivered {
+                    return Err(Error::OwnerGone { rank: w.rank() });
+                }
+                return Ok(Some(Report {
+                    steps: 0,
+                    points: 0,
+                    log_bytes: 0,
+                    failure: None,
+                    dropped: r.dropped,
+                }));
+            }
+            Sink::Disabled => return Ok(None),
         };
         let (ack_tx, ack) = crossbeam_channel::bounded(1);
         l.request(Control::Finish(Box::new(exit), ack_tx))
@@ -341,11 +356,10 @@ impl WriterStage {
             Ok(()) => Ok(()),
             Err(e) => {
                 if self.failure.is_none() {
-                    tracing::warn!(
-                        path = %self.log.path().display(),
-                        error = %e,
-                        "ranklog: cannot write the run log; training goes on and the write is retried"
-                    );
+                    crate::console::warn(&format!(
+                        "cannot write {} ({e}); training goes on and the write is retried",
+                        self.log.path().display()
+                    ));
                 }
                 if self.log.pending_bytes() > MAX_BACKLOG {
                     self.lost += self.log.discard_pending();

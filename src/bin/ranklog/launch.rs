@@ -3,7 +3,8 @@
 //! Starts `--nproc-per-node` copies of a command with torchrun's variables
 //! (`RANK`, `LOCAL_RANK`, `WORLD_SIZE`, `LOCAL_WORLD_SIZE`, `GROUP_RANK=0`,
 //! `MASTER_ADDR=127.0.0.1`, `MASTER_PORT` = a free port) plus `RANKLOG_GROUP`
-//! (generated when not given) and `RANKLOG_STRATEGY`, so `ranklog::init` in
+//! (generated when not given), `RANKLOG_STRATEGY` and a random
+//! `RANKLOG_JOB_TOKEN` (single-writer workers show it to rank 0), so `ranklog::init` in
 //! every rank finds its rank and group.
 //!
 //! - Each rank's output lines are prefixed with `[rank N]`.
@@ -39,7 +40,7 @@ pub struct Args {
     /// Group key shared by the ranks' runs [default: launch-<time>-<pid>]
     #[arg(long)]
     group: Option<String>,
-    /// grouped or rank-zero-only [default: $RANKLOG_STRATEGY or grouped]
+    /// grouped, rank-zero-only or single-writer [default: $RANKLOG_STRATEGY or grouped]
     #[arg(long, value_parser = parse_strategy)]
     strategy: Option<Strategy>,
     /// Root directory of the runs, passed to the ranks as RANKLOG_DIR
@@ -127,6 +128,11 @@ pub fn run(args: Args) -> Result<ExitCode> {
         .map(|a| a.port())
         .context("cannot find a free port for MASTER_PORT")?;
     let root = crate::root(&args.dir);
+    // Single-writer workers prove to rank 0 that they belong to this job.
+    let mut secret = [0u8; 16];
+    getrandom::fill(&mut secret)
+        .map_err(|e| anyhow::anyhow!("no random source for the job token: {e}"))?;
+    let token: String = secret.iter().map(|b| format!("{b:02x}")).collect();
     let (program, rest) = args
         .command
         .split_first()
@@ -152,6 +158,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             .env("MASTER_PORT", port.to_string())
             .env("RANKLOG_GROUP", &group)
             .env("RANKLOG_STRATEGY", strategy.as_str())
+            .env("RANKLOG_JOB_TOKEN", &token)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());

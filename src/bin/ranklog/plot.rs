@@ -106,7 +106,7 @@ where
         let (y0, y1) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
             (a.min(v), b.max(v))
         });
-        if x0 > x1 || y0.partial_cmp(&y1).map_or(true, |o| o.is_gt()) {
+        if x0 > x1 || y0.partial_cmp(&y1).is_none_or(|o| o.is_gt()) {
             panel
                 .titled(
                     &format!("{} (no finite values)", metric.key),

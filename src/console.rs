@@ -1,13 +1,16 @@
-//! The two lines a run prints for people on stderr: at init and at finish.
+//! What ranklog prints for people on stderr: a line at init, one at finish,
+//! and warnings about the data (a lost rank, a full disk).
 //!
-//! These are output for the person at the terminal, like wandb's banner, not
-//! diagnostics (those go through `tracing`). `RANKLOG_SILENT=1` turns them off.
+//! These are output for the person at the terminal, like wandb's banner.
+//! `RANKLOG_SILENT=1` turns off the init and finish lines; warnings always
+//! print, since each means data was not recorded as asked. Every warning is
+//! also emitted through `tracing` for applications that collect diagnostics.
 
 use std::io::Write;
 use std::path::Path;
 
 /// `ranklog: run snowy-owl-10 (id 3k9x0c2a) writing to ./ranklog/run-…`
-pub(super) fn started(name: &str, id: &str, dir: &Path) {
+pub(crate) fn started(name: &str, id: &str, dir: &Path) {
     line(&format!(
         "ranklog: run {name} (id {id}) writing to {}",
         dir.display()
@@ -15,7 +18,7 @@ pub(super) fn started(name: &str, id: &str, dir: &Path) {
 }
 
 /// `ranklog: finished snowy-owl-10: 1000 steps, 10000 points, 98.1 KiB in 1.2 s`
-pub(super) fn finished(
+pub(crate) fn finished(
     name: &str,
     state: &str,
     steps: u64,
@@ -31,6 +34,12 @@ pub(super) fn finished(
         dir.display(),
         dir.display()
     ));
+}
+
+/// `ranklog: warning: …` on stderr, and the same through `tracing`.
+pub(crate) fn warn(text: &str) {
+    tracing::warn!("{text}");
+    line(&format!("ranklog: warning: {text}"));
 }
 
 fn line(text: &str) {
