@@ -44,6 +44,7 @@ fn rank_helper() {
         }
     };
     println!("helper rank {rank} is {}", run.name());
+    println!("helper rank {rank} has pid {}", std::process::id());
     for step in 0..steps {
         if kill_rank == Some(rank) && step == kill_step {
             run.flush().expect("flush");
@@ -285,8 +286,15 @@ fn rank_zero_only_leaves_no_files_for_other_ranks() {
     let dirs = store::run_dirs(root.path()).expect("list");
     assert_eq!(dirs.len(), 1, "only rank 0 writes: {dirs:?}");
     let s = store::scan(&dirs[0]).expect("scan");
-    assert_eq!(s.meta.rank.map(|r| r.rank), Some(0));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains(&format!("[rank 0] helper rank 0 has pid {}\n", s.meta.pid)),
+        "the run is not rank 0's:\n{stdout}"
+    );
+    assert_eq!(s.meta.rank, None, "the run stands for the whole job");
+    assert_eq!(s.meta.group.as_deref(), Some("r0"));
     assert_eq!(s.steps, 20);
+    assert!(!stdout.contains("missing"), "{stdout}");
 }
 
 #[test]
