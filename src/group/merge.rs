@@ -127,10 +127,10 @@ impl Cursor {
             let m = s.metrics[g].get_or_insert_with(MemberMetric::new);
             m.count += 1;
             m.last = v;
-            if !v.is_nan() {
-                m.min = if m.min.is_nan() { v } else { m.min.min(v) };
-                m.max = if m.max.is_nan() { v } else { m.max.max(v) };
-            }
+            // f64::min/max return the other operand when one is NaN: NaN
+            // values are ignored, and the start value NaN is replaced.
+            m.min = m.min.min(v);
+            m.max = m.max.max(v);
             m.series.push(bucket, v);
             if m.pending.replace(v).is_none() {
                 self.touched.push(g);
