@@ -531,15 +531,21 @@ fn view_reports_missing_conflicting_and_lagging_ranks() {
     fake_run(r, "g", Some(3), 5, 1, &long[..10], false); // lags and crashed
     fake_run(r, "g", None, 5, 2, &long, true); // a member without rank
     fake_run(r, "other", Some(0), 1, 1, &long, true);
+    // Rank 4 was killed before its log had a header.
+    let empty = fake_run(r, "g", Some(4), 5, 1, &[], false);
+    std::fs::write(empty.join(store::LOG_FILE), b"").expect("truncate");
     let view = GroupView::load(r, "g").expect("view");
     assert_eq!(view.world_size, Some(5));
-    assert_eq!(view.missing, vec![2, 4]);
+    assert_eq!(view.missing, vec![2]);
+    let four = view.rank(4).expect("rank 4 is shown");
+    assert_eq!((four.steps, four.state), (0, RunState::Crashed));
+    assert_eq!(four.damage.as_ref().map(|d| d.offset), Some(0));
     assert_eq!(view.conflicts.len(), 1);
     assert_eq!(view.conflicts[0].rank, 1);
     assert_eq!(view.conflicts[0].superseded[0].dir, old);
     assert_eq!(
         view.ranks.iter().map(|r| r.rank).collect::<Vec<_>>(),
-        vec![Some(0), Some(1), Some(3), None]
+        vec![Some(0), Some(1), Some(3), Some(4), None]
     );
     assert_eq!(
         view.rank(1).map(|r| r.steps),
@@ -548,10 +554,14 @@ fn view_reports_missing_conflicting_and_lagging_ranks() {
     );
     assert_eq!(view.rank(3).map(|r| r.state), Some(RunState::Crashed));
     assert_eq!(view.median_step, Some(99));
-    assert_eq!(view.stragglers.len(), 1);
+    assert_eq!(view.stragglers.len(), 2);
     assert_eq!(
         (view.stragglers[0].rank, view.stragglers[0].behind),
         (Some(3), 90)
+    );
+    assert_eq!(
+        (view.stragglers[1].rank, view.stragglers[1].last_step),
+        (Some(4), None)
     );
     // Conflicting runs are not merged: at step 0 rank 1 counts once.
     let x = view.metric("x").expect("x");
@@ -566,7 +576,7 @@ fn view_reports_missing_conflicting_and_lagging_ranks() {
     assert_success(&out, "ranklog group");
     let shown = text(&out.stdout);
     for want in [
-        "missing: ranks 2, 4 (world size 5)",
+        "missing: rank 2 (world size 5)",
         "crashed: rank 3",
         "straggler: rank 3 at step 9",
         "conflict: rank 1 is claimed by 2 runs",

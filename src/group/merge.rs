@@ -14,7 +14,7 @@ use std::path::Path;
 use super::series::{AggSeries, Grid, RankSeries, StepAcc, StepStats};
 use crate::error::Result;
 use crate::record::{Exit, Record, Row};
-use crate::store::{Damage, Reader};
+use crate::store::{Damage, DamageKind, Reader, HEADER_LEN};
 
 /// What the merge learns about one member.
 #[derive(Debug, Default)]
@@ -55,7 +55,8 @@ impl MemberMetric {
 }
 
 struct Cursor {
-    reader: Reader,
+    /// `None` when the log could not be opened (see `open_member`).
+    reader: Option<Reader>,
     /// Log key id → global metric index.
     keys: Vec<Option<usize>>,
     next: Option<Row>,
@@ -77,7 +78,10 @@ impl Cursor {
     /// Reads records up to the next history row.
     fn advance(&mut self, index: &mut HashMap<String, usize>, keys: &mut Vec<String>) {
         self.next = None;
-        for record in self.reader.by_ref() {
+        let Some(reader) = self.reader.as_mut() else {
+            return;
+        };
+        for record in reader.by_ref() {
             match record {
                 Record::History(row) => {
                     self.next = Some(row);
@@ -105,7 +109,7 @@ impl Cursor {
                 _ => {}
             }
         }
-        self.stats.damage = self.reader.damage().cloned();
+        self.stats.damage = reader.damage().cloned();
     }
 
     /// Takes the values of one row as this member's values at its step.
@@ -136,6 +140,37 @@ impl Cursor {
                 self.touched.push(g);
             }
         }
+    }
+}
+
+/// A member's cursor. A log that cannot be opened (a rank killed between
+/// creating its log and writing the header leaves an empty file) is a member
+/// without records whose log is damaged at byte 0, not an error for the
+/// whole group.
+fn open_member(log: &Path) -> Cursor {
+    let (reader, damage) = match Reader::open(log) {
+        Ok(r) => (Some(r), None),
+        Err(e) => {
+            tracing::warn!(log = %log.display(), error = %e, "ranklog: a group member's log cannot be read");
+            let kind = match e {
+                crate::error::Error::Read { .. } => DamageKind::Io,
+                _ if std::fs::metadata(log).is_ok_and(|m| m.len() < HEADER_LEN as u64) => {
+                    DamageKind::TornTail
+                }
+                _ => DamageKind::BadRecord,
+            };
+            (None, Some(Damage { offset: 0, kind }))
+        }
+    };
+    Cursor {
+        reader,
+        keys: Vec::new(),
+        next: None,
+        stats: MemberStats {
+            damage,
+            ..MemberStats::default()
+        },
+        touched: Vec::new(),
     }
 }
 
@@ -170,23 +205,16 @@ pub(crate) fn merge(
     resolution: usize,
     on_step: &mut dyn FnMut(u64, &str, &StepStats),
 ) -> Result<Merged> {
-    let mut cursors = Vec::with_capacity(logs.len());
-    for log in logs {
-        cursors.push(Cursor {
-            reader: Reader::open(log)?,
-            keys: Vec::new(),
-            next: None,
-            stats: MemberStats::default(),
-            touched: Vec::new(),
-        });
-    }
+    let mut cursors: Vec<Cursor> = logs.iter().map(|log| open_member(log)).collect();
     // One grid origin for every part, so that bucket i means the same steps
     // in every series: the lowest first step of any member.
     let mut origin: Option<u64> = None;
     for log in logs {
-        let first = Reader::open(log)?.find_map(|r| match r {
-            Record::History(row) => Some(row.step),
-            _ => None,
+        let first = Reader::open(log).ok().and_then(|mut r| {
+            r.find_map(|r| match r {
+                Record::History(row) => Some(row.step),
+                _ => None,
+            })
         });
         origin = match (origin, first) {
             (Some(a), Some(b)) => Some(a.min(b)),
