@@ -9,10 +9,11 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
+use std::fs::File;
 use std::path::Path;
 
 use super::series::{AggSeries, Grid, RankSeries, StepAcc, StepStats};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::record::{Exit, Record, Row};
 use crate::store::{Damage, DamageKind, Reader, HEADER_LEN};
 
@@ -56,7 +57,7 @@ impl MemberMetric {
 
 struct Cursor {
     /// `None` when the log could not be opened (see `open_member`).
-    reader: Option<Reader>,
+    reader: Option<Reader<File>>,
     /// Log key id → global metric index.
     keys: Vec<Option<usize>>,
     next: Option<Row>,
@@ -148,12 +149,12 @@ impl Cursor {
 /// without records whose log is damaged at byte 0, not an error for the
 /// whole group.
 fn open_member(log: &Path) -> Cursor {
-    let (reader, damage) = match Reader::open(log) {
+    let (reader, damage) = match open_unbuffered(log) {
         Ok(r) => (Some(r), None),
         Err(e) => {
             tracing::warn!(log = %log.display(), error = %e, "ranklog: a group member's log cannot be read");
             let kind = match e {
-                crate::error::Error::Read { .. } => DamageKind::Io,
+                Error::Read { .. } => DamageKind::Io,
                 _ if std::fs::metadata(log).is_ok_and(|m| m.len() < HEADER_LEN as u64) => {
                     DamageKind::TornTail
                 }
@@ -172,6 +173,20 @@ fn open_member(log: &Path) -> Cursor {
         },
         touched: Vec::new(),
     }
+}
+
+/// Opens a log without a `BufReader`: frames are read whole into the
+/// reader's own buffer, so a second buffer per member would only add a copy
+/// and memory.
+fn open_unbuffered(log: &Path) -> Result<Reader<File>> {
+    let file = File::open(log).map_err(|source| Error::Read {
+        path: log.to_path_buf(),
+        source,
+    })?;
+    Reader::new(file).map_err(|e| Error::NotARunLog {
+        path: log.to_path_buf(),
+        reason: e.to_string(),
+    })
 }
 
 /// Partials per message from a worker to the combiner.
@@ -238,7 +253,7 @@ pub(crate) fn merge(
             match spawned {
                 Ok(h) => handles.push(h),
                 Err(source) => {
-                    return Err(crate::error::Error::Read {
+                    return Err(Error::Read {
                         path: logs[i * per].to_path_buf(),
                         source,
                     })
