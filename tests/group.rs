@@ -20,7 +20,9 @@ const HELPER: &str = "RANKLOG_TEST_RANK_HELPER";
 /// Rank r logs `loss = (r + 1) * step` and `rank = r` for `HELPER_STEPS`
 /// steps (default 20). With `HELPER_KILL_RANK`/`HELPER_KILL_STEP`, that rank
 /// flushes and SIGKILLs itself at that step while the others keep logging
-/// slowly until they are stopped.
+/// slowly until they are stopped. With `HELPER_EXIT_RANK`, that rank marks
+/// its run failed and exits with code 3 at step 2; `HELPER_IGNORE_TERM`
+/// makes every rank ignore SIGTERM.
 #[test]
 fn rank_helper() {
     if std::env::var_os(HELPER).is_none() {
@@ -45,7 +47,18 @@ fn rank_helper() {
     };
     println!("helper rank {rank} is {}", run.name());
     println!("helper rank {rank} has pid {}", std::process::id());
+    if std::env::var_os("HELPER_IGNORE_TERM").is_some() {
+        // SAFETY: makes this process ignore SIGTERM, as a stuck rank would.
+        unsafe {
+            libc::signal(libc::SIGTERM, libc::SIG_IGN);
+        }
+    }
+    let exit_rank = num("HELPER_EXIT_RANK");
     for step in 0..steps {
+        if exit_rank == Some(rank) && step == 2 {
+            run.fail("giving up").expect("fail");
+            std::process::exit(3);
+        }
         if kill_rank == Some(rank) && step == kill_step {
             run.flush().expect("flush");
             println!("helper rank {rank} kills itself at step {step}");
@@ -868,4 +881,41 @@ fn many_ranks_reduce_like_a_brute_force_pass() {
         let first = rank.rank.map(u64::from).unwrap_or(0);
         assert_eq!(rx.count, 400 - first * 3 - first + 1);
     }
+}
+
+#[test]
+fn a_failed_rank_sets_the_exit_code_and_stuck_ranks_are_killed() {
+    let root = temp_root();
+    let out = launch(
+        root.path(),
+        &[
+            "--nproc-per-node",
+            "3",
+            "--group",
+            "stuck",
+            "--grace-period",
+            "1",
+        ],
+        &[
+            ("HELPER_STEPS", "100000"),
+            ("HELPER_KILL_RANK", "99"), // log slowly
+            ("HELPER_EXIT_RANK", "0"),
+            ("HELPER_IGNORE_TERM", "1"),
+        ],
+    );
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("rank 0 failed (exit code 3); stopped the other 2 running ranks"),
+        "{stderr}"
+    );
+    let view = GroupView::load(root.path(), "stuck").expect("view");
+    assert_eq!(
+        view.rank(0).map(|r| (r.state, r.exit_code)),
+        Some((RunState::Failed, Some(1)))
+    );
+    for r in &view.ranks {
+        assert!(pid_gone(r.meta.pid), "rank {:?} survived SIGTERM", r.rank);
+    }
+    assert!(text(&out.stdout).contains("failed: rank 0"));
 }
