@@ -26,7 +26,11 @@ fn main() -> Res<()> {
     }
     let mut args = std::env::args().skip(1);
     let workers: u32 = args.next().map(|s| s.parse()).transpose()?.unwrap_or(8);
-    let steps: u64 = args.next().map(|s| s.parse()).transpose()?.unwrap_or(100_000);
+    let steps: u64 = args
+        .next()
+        .map(|s| s.parse())
+        .transpose()?
+        .unwrap_or(100_000);
     let block = job(workers, steps, "block", false)?;
     let stalled = job(workers, steps / 4, "drop_newest", true)?;
     let report = serde_json::json!({
@@ -39,7 +43,14 @@ fn main() -> Res<()> {
     Ok(())
 }
 
-fn spawn(world: u32, r: u32, group: &str, policy: &str, root: &std::path::Path, steps: u64) -> Res<Child> {
+fn spawn(
+    world: u32,
+    r: u32,
+    group: &str,
+    policy: &str,
+    root: &std::path::Path,
+    steps: u64,
+) -> Res<Child> {
     Ok(Command::new(std::env::current_exe()?)
         .env("RANK", r.to_string())
         .env("LOCAL_RANK", r.to_string())
@@ -108,7 +119,9 @@ fn job(workers: u32, steps: u64, policy: &str, stall_owner: bool) -> Res<serde_j
     // waits for the owner, which may be frozen), then their drop count.
     let mut lat = Vec::new();
     for r in out.iter_mut().skip(1) {
-        lat.push(serde_json::from_str::<serde_json::Value>(&line_starting(r, "{")?)?);
+        lat.push(serde_json::from_str::<serde_json::Value>(&line_starting(
+            r, "{",
+        )?)?);
     }
     if stall_owner {
         // SAFETY: see above.
@@ -123,9 +136,16 @@ fn job(workers: u32, steps: u64, policy: &str, stall_owner: bool) -> Res<serde_j
         c.wait()?;
     }
     let wall = start.elapsed().as_secs_f64();
-    let dir = ranklog::store::run_dirs(root.path())?.pop().ok_or("no run written")?;
+    let dir = ranklog::store::run_dirs(root.path())?
+        .pop()
+        .ok_or("no run written")?;
     let scan = ranklog::store::scan(&dir)?;
-    let in_run: u64 = scan.metrics.iter().filter(|m| m.key.starts_with("rank")).map(|m| m.count).sum();
+    let in_run: u64 = scan
+        .metrics
+        .iter()
+        .filter(|m| m.key.starts_with("rank"))
+        .map(|m| m.count)
+        .sum();
     let logged = u64::from(world) * steps * 10;
     let mut p50: Vec<f64> = lat.iter().filter_map(|l| l["p50_us"].as_f64()).collect();
     let mut p99: Vec<f64> = lat.iter().filter_map(|l| l["p99_us"].as_f64()).collect();
@@ -158,7 +178,11 @@ fn rank() -> Res<()> {
     for step in 0..steps {
         let base = (step + rank) as f64;
         let t = Instant::now();
-        run.log(keys.iter().enumerate().map(|(k, key)| (key, base + k as f64)))?;
+        run.log(
+            keys.iter()
+                .enumerate()
+                .map(|(k, key)| (key, base + k as f64)),
+        )?;
         lat.push(t.elapsed());
     }
     lat.sort();

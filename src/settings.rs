@@ -367,13 +367,6 @@ impl Settings {
             }
             None => rank::detect(env)?,
         };
-        let group = crate::group::key::resolve(group, env, detected.as_ref(), strategy)?;
-        let queue = self.queue_config(
-            strategy,
-            detected.as_ref().map(|d| &d.info),
-            group.as_deref(),
-            env,
-        )?;
         let job_type = pick(&self.job_type, "RANKLOG_JOB_TYPE");
         if let Some(j) = &job_type {
             names::check_name("job_type", j)?;
@@ -401,6 +394,22 @@ impl Settings {
             })?,
             (None, None) if tracking_uri.is_some() => Mode::Online,
             (None, None) => Mode::Offline,
+        };
+        // A disabled run writes nothing, so it needs no group.
+        let group = crate::group::key::resolve(
+            group,
+            env,
+            detected.as_ref(),
+            strategy == Strategy::Grouped && mode != Mode::Disabled,
+        )?;
+        let queue = match mode {
+            Mode::Disabled => None,
+            _ => self.queue_config(
+                strategy,
+                detected.as_ref().map(|d| &d.info),
+                group.as_deref(),
+                env,
+            )?,
         };
         let config = match &self.config {
             None | Some(serde_json::Value::Null) => None,
@@ -662,6 +671,13 @@ mod tests {
             ("LOCAL_RANK", "1"),
         ]));
         assert!(matches!(e, Err(Error::GroupRequired { world_size: 2, .. })));
+        let disabled = [
+            ("RANK", "1"),
+            ("WORLD_SIZE", "2"),
+            ("LOCAL_RANK", "1"),
+            ("RANKLOG_MODE", "disabled"),
+        ];
+        assert_eq!(Settings::new().resolve_with(&with(&disabled))?.group, None);
         let e = Settings::new().resolve_with(&with(&[("RANKLOG_STRATEGY", "all")]));
         assert!(
             matches!(e, Err(Error::InvalidSetting { ref name, .. }) if name == "RANKLOG_STRATEGY")

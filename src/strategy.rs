@@ -25,7 +25,8 @@ pub enum Strategy {
     #[default]
     Grouped,
     /// Rank 0 owns the run; every other rank gets a disabled run that writes
-    /// nothing (what Lightning and accelerate do).
+    /// nothing (what Lightning and accelerate do). The run stands for the
+    /// whole job, so it records no rank.
     RankZeroOnly,
     /// Rank 0 owns the one run; every other rank's rows travel to it through
     /// a cross-process queue and are merged there ([`crate::queue`]).

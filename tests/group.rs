@@ -20,7 +20,9 @@ const HELPER: &str = "RANKLOG_TEST_RANK_HELPER";
 /// Rank r logs `loss = (r + 1) * step` and `rank = r` for `HELPER_STEPS`
 /// steps (default 20). With `HELPER_KILL_RANK`/`HELPER_KILL_STEP`, that rank
 /// flushes and SIGKILLs itself at that step while the others keep logging
-/// slowly until they are stopped.
+/// slowly until they are stopped. With `HELPER_EXIT_RANK`, that rank marks
+/// its run failed and exits with code 3 at step 2; `HELPER_IGNORE_TERM`
+/// makes every rank ignore SIGTERM.
 #[test]
 fn rank_helper() {
     if std::env::var_os(HELPER).is_none() {
@@ -44,7 +46,19 @@ fn rank_helper() {
         }
     };
     println!("helper rank {rank} is {}", run.name());
+    println!("helper rank {rank} has pid {}", std::process::id());
+    if std::env::var_os("HELPER_IGNORE_TERM").is_some() {
+        // SAFETY: makes this process ignore SIGTERM, as a stuck rank would.
+        unsafe {
+            libc::signal(libc::SIGTERM, libc::SIG_IGN);
+        }
+    }
+    let exit_rank = num("HELPER_EXIT_RANK");
     for step in 0..steps {
+        if exit_rank == Some(rank) && step == 2 {
+            run.fail("giving up").expect("fail");
+            std::process::exit(3);
+        }
         if kill_rank == Some(rank) && step == kill_step {
             run.flush().expect("flush");
             println!("helper rank {rank} kills itself at step {step}");
@@ -285,8 +299,15 @@ fn rank_zero_only_leaves_no_files_for_other_ranks() {
     let dirs = store::run_dirs(root.path()).expect("list");
     assert_eq!(dirs.len(), 1, "only rank 0 writes: {dirs:?}");
     let s = store::scan(&dirs[0]).expect("scan");
-    assert_eq!(s.meta.rank.map(|r| r.rank), Some(0));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains(&format!("[rank 0] helper rank 0 has pid {}\n", s.meta.pid)),
+        "the run is not rank 0's:\n{stdout}"
+    );
+    assert_eq!(s.meta.rank, None, "the run stands for the whole job");
+    assert_eq!(s.meta.group.as_deref(), Some("r0"));
     assert_eq!(s.steps, 20);
+    assert!(!stdout.contains("missing"), "{stdout}");
 }
 
 #[test]
@@ -523,15 +544,21 @@ fn view_reports_missing_conflicting_and_lagging_ranks() {
     fake_run(r, "g", Some(3), 5, 1, &long[..10], false); // lags and crashed
     fake_run(r, "g", None, 5, 2, &long, true); // a member without rank
     fake_run(r, "other", Some(0), 1, 1, &long, true);
+    // Rank 4 was killed before its log had a header.
+    let empty = fake_run(r, "g", Some(4), 5, 1, &[], false);
+    std::fs::write(empty.join(store::LOG_FILE), b"").expect("truncate");
     let view = GroupView::load(r, "g").expect("view");
     assert_eq!(view.world_size, Some(5));
-    assert_eq!(view.missing, vec![2, 4]);
+    assert_eq!(view.missing, vec![2]);
+    let four = view.rank(4).expect("rank 4 is shown");
+    assert_eq!((four.steps, four.state), (0, RunState::Crashed));
+    assert_eq!(four.damage.as_ref().map(|d| d.offset), Some(0));
     assert_eq!(view.conflicts.len(), 1);
     assert_eq!(view.conflicts[0].rank, 1);
     assert_eq!(view.conflicts[0].superseded[0].dir, old);
     assert_eq!(
         view.ranks.iter().map(|r| r.rank).collect::<Vec<_>>(),
-        vec![Some(0), Some(1), Some(3), None]
+        vec![Some(0), Some(1), Some(3), Some(4), None]
     );
     assert_eq!(
         view.rank(1).map(|r| r.steps),
@@ -540,10 +567,14 @@ fn view_reports_missing_conflicting_and_lagging_ranks() {
     );
     assert_eq!(view.rank(3).map(|r| r.state), Some(RunState::Crashed));
     assert_eq!(view.median_step, Some(99));
-    assert_eq!(view.stragglers.len(), 1);
+    assert_eq!(view.stragglers.len(), 2);
     assert_eq!(
         (view.stragglers[0].rank, view.stragglers[0].behind),
         (Some(3), 90)
+    );
+    assert_eq!(
+        (view.stragglers[1].rank, view.stragglers[1].last_step),
+        (Some(4), None)
     );
     // Conflicting runs are not merged: at step 0 rank 1 counts once.
     let x = view.metric("x").expect("x");
@@ -558,7 +589,7 @@ fn view_reports_missing_conflicting_and_lagging_ranks() {
     assert_success(&out, "ranklog group");
     let shown = text(&out.stdout);
     for want in [
-        "missing: ranks 2, 4 (world size 5)",
+        "missing: rank 2 (world size 5)",
         "crashed: rank 3",
         "straggler: rank 3 at step 9",
         "conflict: rank 1 is claimed by 2 runs",
@@ -850,4 +881,41 @@ fn many_ranks_reduce_like_a_brute_force_pass() {
         let first = rank.rank.map(u64::from).unwrap_or(0);
         assert_eq!(rx.count, 400 - first * 3 - first + 1);
     }
+}
+
+#[test]
+fn a_failed_rank_sets_the_exit_code_and_stuck_ranks_are_killed() {
+    let root = temp_root();
+    let out = launch(
+        root.path(),
+        &[
+            "--nproc-per-node",
+            "3",
+            "--group",
+            "stuck",
+            "--grace-period",
+            "1",
+        ],
+        &[
+            ("HELPER_STEPS", "100000"),
+            ("HELPER_KILL_RANK", "99"), // log slowly
+            ("HELPER_EXIT_RANK", "0"),
+            ("HELPER_IGNORE_TERM", "1"),
+        ],
+    );
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("rank 0 failed (exit code 3); stopped the other 2 running ranks"),
+        "{stderr}"
+    );
+    let view = GroupView::load(root.path(), "stuck").expect("view");
+    assert_eq!(
+        view.rank(0).map(|r| (r.state, r.exit_code)),
+        Some((RunState::Failed, Some(1)))
+    );
+    for r in &view.ranks {
+        assert!(pid_gone(r.meta.pid), "rank {:?} survived SIGTERM", r.rank);
+    }
+    assert!(text(&out.stdout).contains("failed: rank 0"));
 }

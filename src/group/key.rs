@@ -11,18 +11,17 @@
 
 use crate::error::{Error, Result};
 use crate::rank::Detected;
-use crate::strategy::Strategy;
 
 /// Decides the group key of a run.
 ///
 /// `explicit` is the setting or `RANKLOG_GROUP` (already checked). A missing
-/// key is an error only for [`Strategy::Grouped`] in a job of more than one
-/// rank.
+/// key is an error only when `required` (a [`Strategy::Grouped`](crate::Strategy::Grouped) run that
+/// writes files) in a job of more than one rank.
 pub(crate) fn resolve(
     explicit: Option<String>,
     env: &dyn Fn(&str) -> Option<String>,
     rank: Option<&Detected>,
-    strategy: Strategy,
+    required: bool,
 ) -> Result<Option<String>> {
     let from_env = || {
         let var = |k: &str| {
@@ -41,12 +40,10 @@ pub(crate) fn resolve(
     };
     let group = explicit.or_else(from_env);
     match (group, rank) {
-        (None, Some(d)) if d.info.world_size > 1 && strategy == Strategy::Grouped => {
-            Err(Error::GroupRequired {
-                launcher: d.launcher.as_str(),
-                world_size: d.info.world_size,
-            })
-        }
+        (None, Some(d)) if d.info.world_size > 1 && required => Err(Error::GroupRequired {
+            launcher: d.launcher.as_str(),
+            world_size: d.info.world_size,
+        }),
         (group, _) => Ok(group),
     }
 }
@@ -130,12 +127,7 @@ mod tests {
             (None, &[("TORCHELASTIC_RUN_ID", ".x")], Some("-x")),
         ];
         for (explicit, vars, want) in table {
-            let got = resolve(
-                explicit.map(String::from),
-                &env(vars),
-                Some(&four),
-                Strategy::Grouped,
-            )?;
+            let got = resolve(explicit.map(String::from), &env(vars), Some(&four), true)?;
             assert_eq!(got.as_deref(), *want, "{explicit:?} {vars:?}");
         }
         Ok(())
@@ -147,19 +139,13 @@ mod tests {
             None,
             &env(&[("TORCHELASTIC_RUN_ID", "none")]),
             Some(&ranks(4)),
-            Strategy::Grouped,
+            true,
         );
         assert!(matches!(e, Err(Error::GroupRequired { world_size: 4, .. })));
         // One process, one rank, or a strategy with one run: no group needed.
-        assert_eq!(resolve(None, &env(&[]), None, Strategy::Grouped)?, None);
-        assert_eq!(
-            resolve(None, &env(&[]), Some(&ranks(1)), Strategy::Grouped)?,
-            None
-        );
-        assert_eq!(
-            resolve(None, &env(&[]), Some(&ranks(4)), Strategy::RankZeroOnly)?,
-            None
-        );
+        assert_eq!(resolve(None, &env(&[]), None, true)?, None);
+        assert_eq!(resolve(None, &env(&[]), Some(&ranks(1)), true)?, None);
+        assert_eq!(resolve(None, &env(&[]), Some(&ranks(4)), false)?, None);
         Ok(())
     }
 

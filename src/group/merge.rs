@@ -9,12 +9,13 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
+use std::fs::File;
 use std::path::Path;
 
 use super::series::{AggSeries, Grid, RankSeries, StepAcc, StepStats};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::record::{Exit, Record, Row};
-use crate::store::{Damage, Reader};
+use crate::store::{Damage, DamageKind, Reader, HEADER_LEN};
 
 /// What the merge learns about one member.
 #[derive(Debug, Default)]
@@ -55,7 +56,8 @@ impl MemberMetric {
 }
 
 struct Cursor {
-    reader: Reader,
+    /// `None` when the log could not be opened (see `open_member`).
+    reader: Option<Reader<File>>,
     /// Log key id → global metric index.
     keys: Vec<Option<usize>>,
     next: Option<Row>,
@@ -77,7 +79,10 @@ impl Cursor {
     /// Reads records up to the next history row.
     fn advance(&mut self, index: &mut HashMap<String, usize>, keys: &mut Vec<String>) {
         self.next = None;
-        for record in self.reader.by_ref() {
+        let Some(reader) = self.reader.as_mut() else {
+            return;
+        };
+        for record in reader.by_ref() {
             match record {
                 Record::History(row) => {
                     self.next = Some(row);
@@ -105,7 +110,7 @@ impl Cursor {
                 _ => {}
             }
         }
-        self.stats.damage = self.reader.damage().cloned();
+        self.stats.damage = reader.damage().cloned();
     }
 
     /// Takes the values of one row as this member's values at its step.
@@ -127,16 +132,61 @@ impl Cursor {
             let m = s.metrics[g].get_or_insert_with(MemberMetric::new);
             m.count += 1;
             m.last = v;
-            if !v.is_nan() {
-                m.min = if m.min.is_nan() { v } else { m.min.min(v) };
-                m.max = if m.max.is_nan() { v } else { m.max.max(v) };
-            }
+            // f64::min/max return the other operand when one is NaN: NaN
+            // values are ignored, and the start value NaN is replaced.
+            m.min = m.min.min(v);
+            m.max = m.max.max(v);
             m.series.push(bucket, v);
             if m.pending.replace(v).is_none() {
                 self.touched.push(g);
             }
         }
     }
+}
+
+/// A member's cursor. A log that cannot be opened (a rank killed between
+/// creating its log and writing the header leaves an empty file) is a member
+/// without records whose log is damaged at byte 0, not an error for the
+/// whole group.
+fn open_member(log: &Path) -> Cursor {
+    let (reader, damage) = match open_unbuffered(log) {
+        Ok(r) => (Some(r), None),
+        Err(e) => {
+            tracing::warn!(log = %log.display(), error = %e, "ranklog: a group member's log cannot be read");
+            let kind = match e {
+                Error::Read { .. } => DamageKind::Io,
+                _ if std::fs::metadata(log).is_ok_and(|m| m.len() < HEADER_LEN as u64) => {
+                    DamageKind::TornTail
+                }
+                _ => DamageKind::BadRecord,
+            };
+            (None, Some(Damage { offset: 0, kind }))
+        }
+    };
+    Cursor {
+        reader,
+        keys: Vec::new(),
+        next: None,
+        stats: MemberStats {
+            damage,
+            ..MemberStats::default()
+        },
+        touched: Vec::new(),
+    }
+}
+
+/// Opens a log without a `BufReader`: frames are read whole into the
+/// reader's own buffer, so a second buffer per member would only add a copy
+/// and memory.
+fn open_unbuffered(log: &Path) -> Result<Reader<File>> {
+    let file = File::open(log).map_err(|source| Error::Read {
+        path: log.to_path_buf(),
+        source,
+    })?;
+    Reader::new(file).map_err(|e| Error::NotARunLog {
+        path: log.to_path_buf(),
+        reason: e.to_string(),
+    })
 }
 
 /// Partials per message from a worker to the combiner.
@@ -170,23 +220,16 @@ pub(crate) fn merge(
     resolution: usize,
     on_step: &mut dyn FnMut(u64, &str, &StepStats),
 ) -> Result<Merged> {
-    let mut cursors = Vec::with_capacity(logs.len());
-    for log in logs {
-        cursors.push(Cursor {
-            reader: Reader::open(log)?,
-            keys: Vec::new(),
-            next: None,
-            stats: MemberStats::default(),
-            touched: Vec::new(),
-        });
-    }
+    let mut cursors: Vec<Cursor> = logs.iter().map(|log| open_member(log)).collect();
     // One grid origin for every part, so that bucket i means the same steps
     // in every series: the lowest first step of any member.
     let mut origin: Option<u64> = None;
     for log in logs {
-        let first = Reader::open(log)?.find_map(|r| match r {
-            Record::History(row) => Some(row.step),
-            _ => None,
+        let first = Reader::open(log).ok().and_then(|mut r| {
+            r.find_map(|r| match r {
+                Record::History(row) => Some(row.step),
+                _ => None,
+            })
         });
         origin = match (origin, first) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -210,7 +253,7 @@ pub(crate) fn merge(
             match spawned {
                 Ok(h) => handles.push(h),
                 Err(source) => {
-                    return Err(crate::error::Error::Read {
+                    return Err(Error::Read {
                         path: logs[i * per].to_path_buf(),
                         source,
                     })

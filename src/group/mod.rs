@@ -213,8 +213,9 @@ impl GroupView {
     /// # Errors
     ///
     /// [`Error::GroupNotFound`] (listing the groups that exist) when no run
-    /// belongs to the group; [`Error::Read`]/[`Error::NotARunLog`] when a
-    /// member's log cannot be opened.
+    /// belongs to the group, [`Error::Read`] when the root cannot be listed.
+    /// A member whose log cannot be read is not an error: it is shown with
+    /// no steps and [`RankView::damage`] at byte 0.
     pub fn load(root: &Path, group: &str) -> Result<GroupView> {
         GroupView::stream(root, group, GroupOptions::default(), |_, _, _| {})
     }

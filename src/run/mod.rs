@@ -208,6 +208,11 @@ impl Inner {
             }
             (None, _, _) => identity::new_name(store::next_name_number(&cfg.root, &cfg.project)?),
         };
+        // A rank-zero-only run stands for the whole job, not for one rank.
+        let rank = match cfg.strategy {
+            Strategy::RankZeroOnly => None,
+            _ => cfg.rank,
+        };
         let host = crate::sys::hostname();
         let pid = std::process::id();
         let mut argv = std::env::args_os().map(|a| a.to_string_lossy().into_owned());
@@ -218,7 +223,7 @@ impl Inner {
             project: cfg.project.clone(),
             group: cfg.group.clone(),
             job_type: cfg.job_type.clone(),
-            rank: cfg.rank,
+            rank,
             host: host.clone(),
             pid,
             pid_start: crate::sys::process_start_ticks(pid),
@@ -240,7 +245,7 @@ impl Inner {
             project: cfg.project.clone(),
             group: cfg.group.clone(),
             job_type: cfg.job_type.clone(),
-            rank: cfg.rank,
+            rank,
             start_unix_us,
             host,
             pid,

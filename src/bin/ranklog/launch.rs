@@ -255,7 +255,13 @@ pub fn run(args: Args) -> Result<ExitCode> {
     if !args.no_view {
         let _ = std::io::stdout().flush();
         match crate::group::print_view(&root, &group) {
-            Ok(()) => {}
+            Ok(()) => {
+                let dir = match &args.dir {
+                    Some(d) => format!(" --dir {}", d.display()),
+                    None => String::new(),
+                };
+                eprintln!("ranklog: charts: ranklog group {group}{dir} --plot {group}.svg");
+            }
             Err(e) => eprintln!("ranklog: no group view: {e:#}"),
         }
     }
