@@ -35,7 +35,7 @@
 //! - A worker that does not connect within the connect timeout (60 s) is
 //!   recorded as lost, naming the rank.
 //! - When rank 0 goes away, a worker notices within about 100 ms: `log`
-//!   returns [`Error::OwnerGone`](crate::Error::OwnerGone) under `Block` and
+//!   returns [`crate::Error::OwnerGone`] under `Block` and
 //!   counts drops under `DropNewest`; `finish` returns at once.
 //! - Connections from outside the job (wrong token, garbage bytes, an
 //!   oversized frame) are refused with a warning; the owner goes on.

@@ -149,8 +149,8 @@ impl Downsample {
 ///
 /// # Errors
 ///
-/// [`Error::Read`]/[`Error::BadJson`] if `meta.json` is missing or invalid,
-/// [`Error::Read`]/[`Error::NotARunLog`] if the log cannot be opened. A log
+/// [`Error::Read`](crate::Error::Read)/[`Error::BadJson`](crate::Error::BadJson) if `meta.json` is missing or invalid,
+/// [`Error::Read`](crate::Error::Read)/[`Error::NotARunLog`](crate::Error::NotARunLog) if the log cannot be opened. A log
 /// that is damaged part-way is not an error: the readable prefix is returned
 /// with [`RunScan::damage`] set.
 pub fn scan(dir: &Path) -> Result<RunScan> {
@@ -287,7 +287,7 @@ pub fn info(dir: &Path) -> Result<RunInfo> {
 ///
 /// # Errors
 ///
-/// [`Error::Read`] if `root` cannot be listed.
+/// [`Error::Read`](crate::Error::Read) if `root` cannot be listed.
 pub fn list(root: &Path) -> Result<Vec<RunInfo>> {
     let mut runs: Vec<RunInfo> = super::layout::run_dirs(root)?
         .iter()
