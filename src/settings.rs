@@ -602,18 +602,21 @@ fn json_type(v: &serde_json::Value) -> &'static str {
     }
 }
 
+/// An environment for tests: looks variables up in a table.
+#[cfg(test)]
+pub(crate) fn env_table(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+    let map: std::collections::HashMap<String, String> = vars
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    move |k| map.get(k).cloned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
 
-    fn with(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> = vars
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        move |k| map.get(k).cloned()
-    }
+    use crate::settings::env_table as with;
 
     #[test]
     fn code_wins_over_env_which_wins_over_default() -> Result<()> {

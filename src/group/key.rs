@@ -77,15 +77,8 @@ fn sanitize(id: &str) -> String {
 mod tests {
     use super::*;
     use crate::rank::{Launcher, RankInfo};
-    use std::collections::HashMap;
 
-    fn env(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> = vars
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        move |k| map.get(k).cloned()
-    }
+    use crate::settings::env_table as env;
 
     fn ranks(world_size: u32) -> Detected {
         Detected {
