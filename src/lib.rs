@@ -3,6 +3,7 @@
 #![deny(rustdoc::broken_intra_doc_links)]
 
 mod error;
+pub mod export;
 mod names;
 pub mod rank;
 pub mod record;

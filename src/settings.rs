@@ -16,6 +16,7 @@
 //! | `RANKLOG_FLUSH_INTERVAL_MS` | [`Settings::flush_interval`] | 100 |
 //! | `RANKLOG_DISABLE_GIT` | `1` turns off [`Settings::capture_git`] | git captured |
 //! | `RANKLOG_TRACKING_URI`, `MLFLOW_TRACKING_URI` | [`Settings::tracking_uri`] | none |
+//! | `RANKLOG_EXPORT_WANDB` | [`Settings::export_wandb`] | no export |
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -108,6 +109,7 @@ pub struct Settings {
     tracking_uri: Option<String>,
     queue_capacity: Option<usize>,
     finish_timeout: Option<Duration>,
+    export_wandb: Option<PathBuf>,
 }
 
 /// Settings with every value decided.
@@ -128,6 +130,7 @@ pub(crate) struct Resolved {
     pub tracking_uri: Option<String>,
     pub queue_capacity: usize,
     pub finish_timeout: Duration,
+    pub export_wandb: Option<PathBuf>,
 }
 
 const DEFAULT_PROJECT: &str = "uncategorized";
@@ -228,6 +231,15 @@ impl Settings {
     /// How long `finish` waits for the writer (default 60 s).
     pub fn finish_timeout(mut self, timeout: Duration) -> Settings {
         self.finish_timeout = Some(timeout);
+        self
+    }
+
+    /// Exports the run as a W&B offline run under `<dir>/wandb/` when it
+    /// finishes (see [`crate::export::wandb::export_run`]); `wandb sync`
+    /// uploads it. A failed export makes [`crate::Run::finish`] return the
+    /// error; the run itself is complete either way.
+    pub fn export_wandb(mut self, dir: impl AsRef<Path>) -> Settings {
+        self.export_wandb = Some(dir.as_ref().to_path_buf());
         self
     }
 
@@ -334,6 +346,10 @@ impl Settings {
             tracking_uri,
             queue_capacity,
             finish_timeout: self.finish_timeout.unwrap_or(Duration::from_secs(60)),
+            export_wandb: self
+                .export_wandb
+                .clone()
+                .or_else(|| env("RANKLOG_EXPORT_WANDB").map(PathBuf::from)),
         })
     }
 }

@@ -33,6 +33,15 @@ pub(super) fn finished(
     ));
 }
 
+/// `ranklog: W&B offline run in …; upload it with `wandb sync …``
+pub(super) fn exported(file: &Path, offline_dir: &Path) {
+    line(&format!(
+        "ranklog: W&B offline run written to {}; upload it with `wandb sync {}`",
+        file.display(),
+        offline_dir.display()
+    ));
+}
+
 fn line(text: &str) {
     let _ = writeln!(std::io::stderr().lock(), "{text}");
 }

@@ -131,6 +131,8 @@ pub(crate) struct Inner {
     start_unix_us: i64,
     silent: bool,
     finish_timeout: Duration,
+    /// Where to export a W&B offline run at finish, if anywhere.
+    export_wandb: Option<PathBuf>,
     /// Fork generation and pid at creation: a forked child must not use the run.
     fork_generation: u64,
     pid: u32,
@@ -258,6 +260,7 @@ impl Inner {
             start_unix_us,
             silent: cfg.silent,
             finish_timeout: cfg.finish_timeout,
+            export_wandb: cfg.export_wandb.clone(),
             fork_generation: registry::fork_generation(),
             pid: std::process::id(),
             state: Mutex::new(State {
@@ -398,6 +401,12 @@ impl Inner {
                 lost,
                 source,
             });
+        }
+        if let (Some(out), Some(dir)) = (&self.export_wandb, &self.dir) {
+            let report = crate::export::wandb::export_run(dir, out)?;
+            if !self.silent {
+                console::exported(&report.file, &report.offline_dir);
+            }
         }
         Ok(done)
     }

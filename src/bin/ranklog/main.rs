@@ -1,5 +1,6 @@
 //! The `ranklog` command: list, inspect, launch and sync runs.
 
+mod export;
 mod runs;
 mod show;
 mod table;
@@ -23,6 +24,8 @@ enum Command {
     Runs(runs::Args),
     /// Show one run: meta, config, summary, git and its metrics.
     Show(show::Args),
+    /// Export runs to another tracker's offline format (W&B).
+    Export(export::Args),
 }
 
 /// The root directory: `--dir`, else `RANKLOG_DIR`, else `./ranklog`.
@@ -38,6 +41,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Runs(args) => runs::run(args),
         Command::Show(args) => show::run(args),
+        Command::Export(args) => export::run(args),
     };
     match result {
         Ok(code) => code,
