@@ -35,6 +35,8 @@ struct Key {
     field: Box<[u8]>,
     /// The last value logged, for the summary.
     last: Option<f64>,
+    /// Serial of the last row that wrote this key, to keep one value per row.
+    row: u64,
 }
 
 /// Converts ranklog records to W&B records and frames them.
@@ -42,9 +44,12 @@ pub(super) struct Converter<W: Write> {
     out: Writer<W>,
     num: i64,
     start_unix_us: i64,
-    keys: FxHashMap<u32, Key>,
-    /// Key ids in the order they were named.
-    order: Vec<u32>,
+    /// Keys in the order they were named.
+    keys: Vec<Key>,
+    /// Key id -> index in `keys`.
+    index: FxHashMap<u32, usize>,
+    /// Values of the row being written, as (index in `keys`, value).
+    kept: Vec<(usize, f64)>,
     /// The row being built: consecutive rows at one step become one W&B row.
     pending: Option<Row>,
     /// Step, runtime and timestamp of the last row written.
@@ -70,8 +75,9 @@ impl<W: Write> Converter<W> {
             out: Writer::new(out)?,
             num: 0,
             start_unix_us: start.start_unix_us,
-            keys: FxHashMap::default(),
-            order: Vec::new(),
+            keys: Vec::new(),
+            index: FxHashMap::default(),
+            kept: Vec::new(),
             pending: None,
             last_row: None,
             summary: BTreeMap::new(),
@@ -102,9 +108,14 @@ impl<W: Write> Converter<W> {
                     field: history::key_field(&name),
                     name,
                     last: None,
+                    row: 0,
                 };
-                if self.keys.insert(id, key).is_none() {
-                    self.order.push(id);
+                match self.index.get(&id) {
+                    Some(&i) => self.keys[i] = key,
+                    None => {
+                        self.index.insert(id, self.keys.len());
+                        self.keys.push(key);
+                    }
                 }
             }
             Record::History(row) => self.row(row)?,
@@ -126,8 +137,9 @@ impl<W: Write> Converter<W> {
     fn row(&mut self, row: Row) -> io::Result<()> {
         match &mut self.pending {
             Some(p) if p.step == row.step => {
+                // A later value of a key wins when the row is written.
                 p.t_us = p.t_us.max(row.t_us);
-                merge(&mut p.values, row.values);
+                p.values.extend(row.values);
                 Ok(())
             }
             _ => {
@@ -152,14 +164,25 @@ impl<W: Write> Converter<W> {
             .item(runtime_key, history::float_json(runtime, &mut f));
         self.enc
             .item(timestamp_key, history::float_json(timestamp, &mut f));
-        for &(id, v) in &row.values {
-            if let Some(key) = self.keys.get_mut(&id) {
-                self.enc.item_f64(&key.field, v);
+        // One value per key, the last one: walk the row backwards.
+        self.num += 1;
+        let serial = self.num as u64;
+        self.kept.clear();
+        for &(id, v) in row.values.iter().rev() {
+            let Some(&i) = self.index.get(&id) else {
+                continue;
+            };
+            let key = &mut self.keys[i];
+            if key.row != serial {
+                key.row = serial;
                 key.last = Some(v);
-                self.counts.points += 1;
+                self.kept.push((i, v));
             }
         }
-        self.num += 1;
+        for &(i, v) in self.kept.iter().rev() {
+            self.enc.item_f64(&self.keys[i].field, v);
+        }
+        self.counts.points += self.kept.len() as u64;
         let bytes = self.enc.finish(self.num, step);
         self.out.append(bytes)?;
         self.counts.records += 1;
@@ -197,14 +220,9 @@ impl<W: Write> Converter<W> {
         }
         let mut summary: BTreeMap<String, String> = BTreeMap::new();
         let mut f = ryu::Buffer::new();
-        for id in &self.order {
-            if let Some(Key {
-                name,
-                last: Some(v),
-                ..
-            }) = self.keys.get(id)
-            {
-                summary.insert(name.clone(), history::float_json(*v, &mut f).to_string());
+        for key in &self.keys {
+            if let Some(v) = key.last {
+                summary.insert(key.name.clone(), history::float_json(v, &mut f).to_string());
             }
         }
         if let Some((step, runtime, timestamp)) = self.last_row {
@@ -290,33 +308,6 @@ fn run_record(start: &Start, name: &str, git: Option<&GitInfo>) -> proto::RunRec
     }
 }
 
-/// Merges `new` into `row`; a key already in the row takes the new value.
-fn merge(row: &mut Vec<(u32, f64)>, new: Vec<(u32, f64)>) {
-    if row.len() * new.len() <= 1024 {
-        for (id, v) in new {
-            match row.iter_mut().find(|(i, _)| *i == id) {
-                Some(slot) => slot.1 = v,
-                None => row.push((id, v)),
-            }
-        }
-        return;
-    }
-    let mut at: FxHashMap<u32, usize> = row
-        .iter()
-        .enumerate()
-        .map(|(i, (id, _))| (*id, i))
-        .collect();
-    for (id, v) in new {
-        match at.get(&id) {
-            Some(&i) => row[i].1 = v,
-            None => {
-                at.insert(id, row.len());
-                row.push((id, v));
-            }
-        }
-    }
-}
-
 /// An integer as decimal text, in a reused buffer.
 fn itoa(v: i64, buf: &mut Vec<u8>) -> &str {
     buf.clear();
@@ -327,19 +318,100 @@ fn itoa(v: i64, buf: &mut Vec<u8>) -> &str {
 
 #[cfg(test)]
 mod tests {
+    use super::super::reader::{decode, Reader};
     use super::*;
+    use proptest::prelude::*;
 
-    #[test]
-    fn merge_keeps_order_and_takes_new_values() {
-        let mut row = vec![(0, 1.0), (1, 2.0)];
-        merge(&mut row, vec![(1, 5.0), (2, 3.0)]);
-        assert_eq!(row, vec![(0, 1.0), (1, 5.0), (2, 3.0)]);
-        let mut big: Vec<(u32, f64)> = (0..100).map(|i| (i, 0.0)).collect();
-        merge(&mut big, (50..150).map(|i| (i, 1.0)).collect());
-        assert_eq!(big.len(), 150);
-        assert_eq!(big[49], (49, 0.0));
-        assert_eq!(big[50], (50, 1.0));
-        assert_eq!(big[149], (149, 1.0));
+    fn start() -> Start {
+        Start {
+            id: "prop0001".into(),
+            name: "n".into(),
+            project: "p".into(),
+            group: None,
+            job_type: None,
+            rank: None,
+            start_unix_us: 1_800_000_000_000_000,
+            host: "h".into(),
+            pid: 1,
+        }
+    }
+
+    fn json_f64(s: &str) -> f64 {
+        match s {
+            "NaN" => f64::NAN,
+            "Infinity" => f64::INFINITY,
+            "-Infinity" => f64::NEG_INFINITY,
+            _ => s.parse().unwrap(),
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Any sequence of rows comes back with the same steps and values,
+        /// rows of one step merged, NaN and infinities included.
+        #[test]
+        fn rows_round_trip(
+            keys in proptest::collection::vec("\\PC{1,12}", 1..6),
+            rows in proptest::collection::vec(
+                (0u64..3, proptest::collection::vec((0usize..6, any::<f64>()), 0..6)),
+                0..40,
+            ),
+        ) {
+            let mut conv = Converter::start(Vec::new(), &start(), "n", None).unwrap();
+            let mut keys = keys;
+            keys.sort();
+            keys.dedup();
+            for (id, name) in keys.iter().enumerate() {
+                conv.record(Record::Key { id: id as u32, name: name.clone() }).unwrap();
+            }
+            // Expected rows: step -> key -> value, in step order.
+            let mut expected: Vec<(u64, BTreeMap<String, f64>)> = Vec::new();
+            let mut step = 0u64;
+            for (t, (delta, values)) in rows.iter().enumerate() {
+                step += delta;
+                let values: Vec<(u32, f64)> = values
+                    .iter()
+                    .filter(|(k, _)| *k < keys.len())
+                    .map(|(k, v)| (*k as u32, *v))
+                    .collect();
+                match expected.last_mut() {
+                    Some((s, row)) if *s == step => {
+                        for (k, v) in &values {
+                            row.insert(keys[*k as usize].clone(), *v);
+                        }
+                    }
+                    _ => expected.push((
+                        step,
+                        // collect() keeps the last value of a repeated key.
+                        values.iter().map(|(k, v)| (keys[*k as usize].clone(), *v)).collect(),
+                    )),
+                }
+                conv.record(Record::History(Row { step, t_us: t as i64 * 1000, values })).unwrap();
+            }
+            let (bytes, counts) = conv.finish(0, 5_000_000).unwrap();
+            prop_assert_eq!(counts.rows, expected.len() as u64);
+            let mut got = Vec::new();
+            for payload in Reader::new(&bytes[..]) {
+                let record = decode(&payload.unwrap()).unwrap();
+                if let Some(proto::RecordType::History(h)) = record.record_type {
+                    let step = h.step.map(|s| s.num).unwrap_or(-1);
+                    let items: BTreeMap<String, String> =
+                        h.item.into_iter().map(|i| (i.key, i.value_json)).collect();
+                    prop_assert_eq!(&items["_step"], &step.to_string());
+                    got.push((step as u64, items));
+                }
+            }
+            prop_assert_eq!(got.len(), expected.len());
+            for ((gs, gi), (es, ei)) in got.iter().zip(&expected) {
+                prop_assert_eq!(gs, es);
+                prop_assert_eq!(gi.len(), ei.len() + 3);
+                for (k, v) in ei {
+                    let back = json_f64(&gi[k]);
+                    prop_assert!(back.to_bits() == v.to_bits() || (back.is_nan() && v.is_nan()), "{} {} {}", k, gi[k], v);
+                }
+            }
+        }
     }
 
     #[test]
