@@ -93,7 +93,7 @@ impl Exported {
         for r in &self.all {
             if let Some(proto::RecordType::Config(c)) = &r.record_type {
                 for i in &c.update {
-                    let v = serde_json::from_str(&i.value_json)
+                    let v = serde_json::from_str::<serde_json::Value>(&i.value_json)
                         .unwrap_or_else(|e| panic!("config {}: {e}", i.key));
                     out.insert(i.key.clone(), v);
                 }

@@ -156,7 +156,7 @@ impl<W: Write> Converter<W> {
         let step = i64::try_from(row.step).unwrap_or(i64::MAX);
         let runtime = row.t_us as f64 / 1e6;
         let timestamp = (self.start_unix_us.saturating_add(row.t_us)) as f64 / 1e6;
-        let mut f = ryu::Buffer::new();
+        let mut f = zmij::Buffer::new();
         self.enc.start();
         let [step_key, runtime_key, timestamp_key] = &self.reserved;
         self.enc.item(step_key, itoa(step, &mut self.scratch));
@@ -219,7 +219,7 @@ impl<W: Write> Converter<W> {
             self.write_row(&p)?;
         }
         let mut summary: BTreeMap<String, String> = BTreeMap::new();
-        let mut f = ryu::Buffer::new();
+        let mut f = zmij::Buffer::new();
         for key in &self.keys {
             if let Some(v) = key.last {
                 summary.insert(key.name.clone(), history::float_json(v, &mut f).to_string());

@@ -33,7 +33,7 @@ pub(super) fn put_varint(out: &mut Vec<u8>, mut v: u64) {
 }
 
 fn varint_len(v: u64) -> usize {
-    ((64 - (v | 1).leading_zeros() as usize) + 6) / 7
+    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
 }
 
 /// The `key` field of a history item, encoded once per key.
@@ -48,7 +48,7 @@ pub(super) fn key_field(key: &str) -> Box<[u8]> {
 /// A float as W&B's JSON: shortest round-trip digits, and the bare words
 /// `NaN`, `Infinity`, `-Infinity` for non-finite values (as W&B's own JSON
 /// encoder writes them).
-pub(crate) fn float_json(v: f64, buf: &mut ryu::Buffer) -> &str {
+pub(crate) fn float_json(v: f64, buf: &mut zmij::Buffer) -> &str {
     if v.is_finite() {
         buf.format_finite(v)
     } else if v.is_nan() {
@@ -89,7 +89,7 @@ impl RowEncoder {
 
     /// Adds a float item.
     pub(super) fn item_f64(&mut self, key_field: &[u8], v: f64) {
-        let mut buf = ryu::Buffer::new();
+        let mut buf = zmij::Buffer::new();
         let text = float_json(v, &mut buf);
         self.item(key_field, text);
     }
@@ -154,13 +154,13 @@ mod tests {
 
     #[test]
     fn floats_use_wandb_words_for_non_finite_values() {
-        let mut b = ryu::Buffer::new();
+        let mut b = zmij::Buffer::new();
         assert_eq!(float_json(f64::NAN, &mut b), "NaN");
         assert_eq!(float_json(f64::INFINITY, &mut b), "Infinity");
         assert_eq!(float_json(f64::NEG_INFINITY, &mut b), "-Infinity");
         assert_eq!(float_json(0.1, &mut b), "0.1");
         assert_eq!(float_json(-2.0, &mut b), "-2.0");
-        assert_eq!(float_json(1e300, &mut b), "1e300");
+        assert_eq!(float_json(1e300, &mut b), "1e+300");
     }
 
     proptest! {
@@ -178,7 +178,7 @@ mod tests {
             let mut enc = RowEncoder::default();
             enc.start();
             let mut expected = Vec::new();
-            let mut buf = ryu::Buffer::new();
+            let mut buf = zmij::Buffer::new();
             for (k, v) in &items {
                 enc.item_f64(&key_field(k), *v);
                 expected.push((k.clone(), float_json(*v, &mut buf).to_string()));

@@ -18,6 +18,8 @@ pub struct Record {
 }
 
 /// The kinds of [`Record`] ranklog writes.
+// One run record per log: its size does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, PartialEq, prost::Oneof)]
 pub enum RecordType {
     /// One row of metrics.
