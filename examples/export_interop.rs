@@ -12,6 +12,11 @@
 //! config and summary records larger than a 32 KiB block). The run id comes
 //! from `RANKLOG_RUN_ID`, the root from `RANKLOG_DIR`.
 //!
+//! `export_interop sevenleft FILE.wandb` writes a `.wandb` file directly with
+//! ranklog's framing writer, sized so that a record meets exactly 7 free bytes
+//! at the end of the first block (the empty `FIRST` chunk rule): two rows,
+//! step 0 with `pad` (a string) and step 1 with `x = 1.5`, then exit code 0.
+//!
 //! EXPECTED.json holds `id`, `project`, `group`, `job_type`, `name`,
 //! `config`, `rows` (`[{step, values}]`, rows of one step merged as the
 //! export merges them), `summary` (explicit summary values), `exit_code`.
@@ -126,6 +131,9 @@ fn main() -> Result<(), BoxError> {
     let [mode, expected] = args.as_slice() else {
         return Err("usage: export_interop MODE EXPECTED.json".into());
     };
+    if mode == "sevenleft" {
+        return seven_left(expected);
+    }
     let mut e = Expect::new();
     match mode.as_str() {
         "single" => {
@@ -255,5 +263,89 @@ fn main() -> Result<(), BoxError> {
         }
         other => return Err(format!("unknown mode {other:?}").into()),
     }
+    Ok(())
+}
+
+/// Writes a `.wandb` file in which the third history record starts with an
+/// empty `FIRST` chunk, 7 bytes before the end of the first block.
+fn seven_left(path: &str) -> Result<(), BoxError> {
+    use prost::Message;
+    use ranklog::export::wandb::{proto, Reader, Writer, BLOCK_SIZE, CHUNK_HEADER_LEN};
+
+    let record = |num: i64, kind: proto::RecordType| {
+        proto::Record {
+            num,
+            record_type: Some(kind),
+        }
+        .encode_to_vec()
+    };
+    let row = |num: i64, step: i64, items: &[(&str, String)]| {
+        let mut item = vec![
+            ("_step", step.to_string()),
+            ("_runtime", format!("{}", step as f64)),
+            ("_timestamp", format!("{}", 1.8e9 + step as f64)),
+        ];
+        item.extend(items.iter().cloned());
+        record(
+            num,
+            proto::RecordType::History(proto::HistoryRecord {
+                item: item
+                    .into_iter()
+                    .map(|(k, v)| proto::HistoryItem {
+                        key: k.to_string(),
+                        nested_key: Vec::new(),
+                        value_json: v,
+                    })
+                    .collect(),
+                step: Some(proto::HistoryStep { num: step }),
+            }),
+        )
+    };
+    let mut w = Writer::new(std::fs::File::create(path)?)?;
+    w.append(&record(
+        1,
+        proto::RecordType::Header(proto::HeaderRecord {
+            version_info: Some(proto::VersionInfo {
+                producer: "ranklog export_interop".into(),
+                min_consumer: "0.70.0".into(),
+            }),
+        }),
+    ))?;
+    w.append(&record(
+        2,
+        proto::RecordType::Run(proto::RunRecord {
+            run_id: "sevenleft".into(),
+            project: PROJECT.into(),
+            display_name: "seven-left".into(),
+            start_time: Some(proto::Timestamp {
+                seconds: 1_800_000_000,
+                nanos: 0,
+            }),
+            ..Default::default()
+        }),
+    ))?;
+    // The row at step 0 must end exactly 7 bytes before the block's end.
+    let want = BLOCK_SIZE - CHUNK_HEADER_LEN - CHUNK_HEADER_LEN - w.bytes_written() as usize;
+    let pad = (0..want)
+        .rev()
+        .map(|n| "p".repeat(n))
+        .find(|p| row(3, 0, &[("pad", format!("\"{p}\""))]).len() == want)
+        .ok_or("no pad length fits")?;
+    w.append(&row(3, 0, &[("pad", format!("\"{pad}\""))]))?;
+    w.append(&row(4, 1, &[("x", "1.5".to_string())]))?;
+    w.append(&record(
+        5,
+        proto::RecordType::Exit(proto::RunExitRecord {
+            exit_code: 0,
+            runtime: 1,
+        }),
+    ))?;
+    w.into_inner()?.sync_all()?;
+    let mut r = Reader::open(std::path::Path::new(path))?;
+    while r.next_record()?.is_some() {}
+    if r.chunk_counts().empty_first != 1 {
+        return Err(format!("expected one empty FIRST chunk, got {:?}", r.chunk_counts()).into());
+    }
+    println!("{}", pad.len());
     Ok(())
 }

@@ -12,7 +12,9 @@ examples/export_interop.rs):
 - `wandb leet inspect --summary --json FILE`: state, exit code, config,
   summary, last step;
 - the framing itself, independently of both: header, CRC-32 of every chunk,
-  chunk order, zero padding; the large run must have FIRST/MIDDLE/LAST chunks.
+  chunk order, zero padding; the large run must have FIRST/MIDDLE/LAST chunks;
+- a file from ranklog's framing writer in which a record meets exactly 7
+  free bytes (an empty FIRST chunk): W&B must read every record after it.
 
 Exits non-zero on any mismatch.
 """
@@ -189,12 +191,29 @@ def check_run(args, exported, expected, shown):
     return f"{len(records)} records, {len(rows)} rows, exit {exit_code}, chunks {chunks}"
 
 
+def check_seven_left(args, path, pad_len):
+    chunks = framing(path)
+    check(chunks["empty_first"] == 1, f"expected one empty FIRST chunk, got {chunks}")
+    records = [json.loads(line) for line in run_json([args.wandb, "leet", "inspect", "--json", str(path)]).splitlines() if line.strip()]
+    same(["header", "run", "history", "history", "exit"], [r["type"] for r in records], "record types")
+    rows = [r["history"] for r in records if r["type"] == "history"]
+    same({"_step": 0, "_runtime": 0, "_timestamp": 1.8e9, "pad": "p" * pad_len}, rows[0]["item"], "row 0")
+    same({"_step": 1, "_runtime": 1, "_timestamp": 1.8e9 + 1, "x": 1.5}, rows[1]["item"], "row 1")
+    same(0, records[-1]["exit"].get("exit_code", 0), "exit code")
+    s = json.loads(run_json([args.wandb, "leet", "inspect", "--summary", "--json", str(path)]))
+    same("finished", s.get("state"), "--summary state")
+    same(1, s.get("step"), "--summary step")
+    return f"{len(records)} records, chunks {chunks}"
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--ranklog", required=True, help="the ranklog binary")
     p.add_argument("--wandb", required=True, help="the wandb command of the venv")
     p.add_argument("--expected", required=True, type=pathlib.Path, help="directory of EXPECTED.json files, one per run id")
     p.add_argument("--export", required=True, type=pathlib.Path, help="output of `ranklog export wandb --json`")
+    p.add_argument("--seven-left", type=pathlib.Path, help="the file of `export_interop sevenleft`")
+    p.add_argument("--seven-left-pad", type=int, help="the pad length it printed")
     args = p.parse_args()
 
     exports = json.loads(args.export.read_text())
@@ -215,6 +234,14 @@ def main():
         except (Mismatch, KeyError, ValueError, subprocess.CalledProcessError) as e:
             extra = f"\n{e.stderr}" if isinstance(e, subprocess.CalledProcessError) else ""
             print(f"FAIL {name}: {type(e).__name__}: {e}{extra}")
+            failed += 1
+    if args.seven_left:
+        try:
+            detail = check_seven_left(args, args.seven_left, args.seven_left_pad)
+            print(f"ok   sevenleft: {detail}")
+            passed += 1
+        except (Mismatch, KeyError, ValueError, subprocess.CalledProcessError) as e:
+            print(f"FAIL sevenleft: {type(e).__name__}: {e}")
             failed += 1
     print(f"interop-wandb: {passed} passed, {failed} failed")
     return 1 if failed else 0

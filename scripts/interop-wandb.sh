@@ -14,6 +14,8 @@
 #   failed01          a run marked failed
 #   nonfinite1        NaN/Infinity/-Infinity values, Unicode keys and names
 #   large0001         rows, config and summary larger than a 32 KiB block
+# plus sevenleft: a file from ranklog's framing writer in which a record meets
+# exactly 7 free bytes at a block's end (an empty FIRST chunk).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -78,6 +80,9 @@ RANKLOG_RUN_ID=failed01 "$GEN" fail "$EXP/failed01.json"
 RANKLOG_RUN_ID=nonfinite1 "$GEN" nonfinite "$EXP/nonfinite1.json"
 RANKLOG_RUN_ID=large0001 "$GEN" large "$EXP/large0001.json"
 
+mkdir -p "$WORK/sevenleft"
+pad=$("$GEN" sevenleft "$WORK/sevenleft/run-sevenleft.wandb")
+
 say "exporting"
 ids=(single01 job42-rank0 job42-rank1 job42-rank2 job42-rank3 crashed1 failed01 nonfinite1 large0001)
 "$RANKLOG" export wandb "${ids[@]}" --out "$WORK/out" --json >"$WORK/export.json"
@@ -85,4 +90,5 @@ ids=(single01 job42-rank0 job42-rank1 job42-rank2 job42-rank3 crashed1 failed01 
 say "checking with $("$WANDB" --version 2>/dev/null | head -n1)"
 "$VENV/bin/python" scripts/interop-wandb-check.py \
     --ranklog "$RANKLOG" --wandb "$WANDB" \
-    --expected "$EXP" --export "$WORK/export.json"
+    --expected "$EXP" --export "$WORK/export.json" \
+    --seven-left "$WORK/sevenleft/run-sevenleft.wandb" --seven-left-pad "$pad"
