@@ -433,6 +433,17 @@ mod tests {
     }
 
     #[test]
+    fn export_wandb_comes_from_code_or_env() -> Result<()> {
+        let env = with(&[("RANKLOG_EXPORT_WANDB", "/tmp/fromenv")]);
+        let r = Settings::new().resolve_with(&env)?;
+        assert_eq!(r.export_wandb, Some(PathBuf::from("/tmp/fromenv")));
+        let r = Settings::new().export_wandb("out").resolve_with(&env)?;
+        assert_eq!(r.export_wandb, Some(PathBuf::from("out")));
+        assert_eq!(Settings::new().resolve_with(&with(&[]))?.export_wandb, None);
+        Ok(())
+    }
+
+    #[test]
     fn config_must_be_an_object() {
         let e = Settings::new()
             .config(serde_json::json!([1, 2]))

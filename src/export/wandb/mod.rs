@@ -110,7 +110,11 @@ pub fn export_run(run_dir: &Path, out_dir: &Path) -> Result<ExportReport> {
         source,
     })?;
     let file = offline_dir.join(format!("run-{}.wandb", start.id));
-    let partial = offline_dir.join(format!(".run-{}.wandb.partial", start.id));
+    let partial = offline_dir.join(format!(
+        ".run-{}.wandb.{}.partial",
+        start.id,
+        std::process::id()
+    ));
     let result = write_log(&partial, &mut reader, &start, &meta, &log);
     let (state, exit_code, counts, bytes) = match result {
         Ok(done) => done,

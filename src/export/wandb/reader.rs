@@ -56,6 +56,8 @@ pub struct Reader<R> {
     block_start: u64,
     started: bool,
     failed: bool,
+    /// File offset of the first chunk of the last record returned.
+    record_offset: u64,
     counts: ChunkCounts,
 }
 
@@ -88,8 +90,14 @@ impl<R: Read> Reader<R> {
             block_start: 0,
             started: false,
             failed: false,
+            record_offset: 0,
             counts: ChunkCounts::default(),
         }
+    }
+
+    /// File offset of the first chunk of the record last returned.
+    pub fn record_offset(&self) -> u64 {
+        self.record_offset
     }
 
     /// The chunks seen so far, by type.
@@ -169,6 +177,9 @@ impl<R: Read> Reader<R> {
                 return Err(self.bad(at, "checksum mismatch"));
             }
             self.pos = start + len;
+            if matches!(kind, ChunkType::Full | ChunkType::First) && record.is_none() {
+                self.record_offset = self.block_start + at as u64;
+            }
             match (kind, record.as_mut()) {
                 (ChunkType::Full, None) => {
                     self.counts.full += 1;
@@ -262,7 +273,7 @@ pub fn read_file(path: &Path) -> Result<Vec<proto::Record>> {
         out.push(decode(&payload).map_err(|e| match e {
             Error::BadWandbLog { reason, .. } => Error::BadWandbLog {
                 path: Some(path.to_path_buf()),
-                offset: 0,
+                offset: reader.record_offset(),
                 reason,
             },
             other => other,
@@ -313,10 +324,16 @@ mod tests {
     fn reads_the_empty_first_chunk_of_the_seven_byte_rule() {
         let fill = BLOCK_SIZE - 7 - 7 - 7;
         let records = vec![vec![1u8; fill], b"next".to_vec()];
-        let (got, err, counts) = read_all(&write(&records));
+        let bytes = write(&records);
+        let (got, err, counts) = read_all(&bytes);
         assert!(err.is_none(), "{err:?}");
         assert_eq!(got, records);
         assert_eq!(counts.empty_first, 1);
+        let mut r = Reader::new(&bytes[..]);
+        r.next_record().unwrap();
+        assert_eq!(r.record_offset(), 7);
+        r.next_record().unwrap();
+        assert_eq!(r.record_offset(), (BLOCK_SIZE - 7) as u64);
     }
 
     #[test]
