@@ -286,6 +286,43 @@ fn crashed_run_exports_a_non_zero_exit_code() {
 }
 
 #[test]
+fn torn_log_exports_its_readable_prefix_as_crashed() {
+    let root = temp_root();
+    let out = temp_root();
+    let run =
+        ranklog::init(settings(root.path()).flush_interval(std::time::Duration::from_secs(3600)))
+            .unwrap();
+    for i in 0..10 {
+        run.log([("loss", f64::from(i))]).unwrap();
+        run.flush().unwrap(); // one frame per row
+    }
+    let dir = run.dir().unwrap().to_path_buf();
+    run.finish().unwrap();
+    // Cut the log inside its last frame (the exit record) and make the
+    // writer a process that is gone, as after a crash.
+    let log = dir.join("run.rlog");
+    let len = std::fs::metadata(&log).unwrap().len();
+    let f = std::fs::OpenOptions::new().write(true).open(&log).unwrap();
+    f.set_len(len - 3).unwrap();
+    let meta_path = dir.join("meta.json");
+    let mut meta: ranklog::store::Meta =
+        serde_json::from_slice(&std::fs::read(&meta_path).unwrap()).unwrap();
+    let mut gone = Command::new("true").spawn().unwrap();
+    meta.pid = gone.id();
+    gone.wait().unwrap();
+    meta.pid_start = None;
+    std::fs::write(&meta_path, serde_json::to_vec(&meta).unwrap()).unwrap();
+
+    let report = wandb::export_run(&dir, out.path()).unwrap();
+    assert_eq!(report.state.as_str(), "crashed");
+    assert!(report.damage.is_some());
+    assert_eq!(report.rows, 10);
+    let x = Exported::read(&report.file);
+    assert_ne!(x.exit_code(), 0);
+    assert_eq!(x.rows().len(), 10);
+}
+
+#[test]
 fn running_run_is_refused_until_it_finishes() {
     let root = temp_root();
     let out = temp_root();
