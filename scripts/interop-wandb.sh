@@ -5,8 +5,8 @@
 #
 #   bash scripts/interop-wandb.sh
 #
-# Creates a venv with `wandb` from PyPI in target/venv-wandb (kept between
-# runs), builds ranklog and examples/export_interop.rs in release mode, makes
+# Creates a venv with `wandb` ($WANDB_VERSION, default 0.31.0) from PyPI in
+# target/venv-wandb (kept between runs), builds ranklog and examples/export_interop.rs in release mode, makes
 # these runs under target/interop-wandb/ and exports them:
 #   single01          one run: config, 201 rows, rows merged by step, a summary
 #   job42-rank0..3    a grouped job: 4 real processes, one group, job type train
@@ -20,21 +20,24 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 VENV=${RANKLOG_WANDB_VENV:-target/venv-wandb}
+# The version this suite was written against; `wandb leet inspect` is new in 0.31.
+WANDB_VERSION=${WANDB_VERSION:-0.31.0}
 WORK=target/interop-wandb
 export CARGO_BUILD_JOBS=${CARGO_BUILD_JOBS:-2}
 
 say() { echo "interop-wandb: $*" >&2; }
 
-if ! "$VENV/bin/python" -c 'import wandb' 2>/dev/null; then
+have=$("$VENV/bin/python" -c 'import wandb; print(wandb.__version__)' 2>/dev/null || true)
+if [ "$have" != "$WANDB_VERSION" ]; then
     if ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
         say "installing python3-venv"
         apt-get update -qq && apt-get install -y -qq python3-venv python3-pip >/dev/null
     fi
-    say "creating $VENV with wandb from PyPI"
+    say "creating $VENV with wandb $WANDB_VERSION from PyPI"
     rm -rf "$VENV"
     python3 -m venv "$VENV"
     "$VENV/bin/pip" install --quiet --upgrade pip
-    "$VENV/bin/pip" install --quiet wandb
+    "$VENV/bin/pip" install --quiet "wandb==$WANDB_VERSION"
 fi
 WANDB="$VENV/bin/wandb"
 say "using wandb $("$VENV/bin/python" -c 'import wandb; print(wandb.__version__)')"
