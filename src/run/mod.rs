@@ -656,7 +656,9 @@ impl Run {
     ///
     /// [`Error::WriteFailed`] if part of the run could not be written (what was
     /// written is intact), [`Error::FinishTimeout`] if the writer did not answer
-    /// within [`Settings::finish_timeout`].
+    /// within [`Settings::finish_timeout`]. With [`Settings::export_wandb`],
+    /// the export's error ([`Error::Write`], for example) once the run itself
+    /// has finished; calling `finish` again then returns the report.
     pub fn finish(&self) -> Result<Finished> {
         self.inner.finish(None)
     }
