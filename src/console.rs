@@ -42,6 +42,15 @@ pub(crate) fn warn(text: &str) {
     line(&format!("ranklog: warning: {text}"));
 }
 
+/// `ranklog: W&B offline run in …; upload it with `wandb sync …``
+pub(crate) fn exported(file: &Path, offline_dir: &Path) {
+    line(&format!(
+        "ranklog: W&B offline run written to {}; upload it with `wandb sync {}`",
+        file.display(),
+        offline_dir.display()
+    ));
+}
+
 fn line(text: &str) {
     let _ = writeln!(std::io::stderr().lock(), "{text}");
 }

@@ -248,6 +248,24 @@ pub enum Error {
         /// The groups that do exist there, sorted.
         groups: Vec<String>,
     },
+
+    /// A run cannot be exported because its writer is still writing it.
+    #[error("run in {} is still being written; export it after it finishes (or set Settings::export_wandb to export at finish)", .dir.display())]
+    RunStillRunning {
+        /// The run directory.
+        dir: PathBuf,
+    },
+
+    /// A `.wandb` file does not follow W&B's framing or record encoding.
+    #[error("{} is not a valid W&B transaction log (byte {offset}): {reason}", .path.as_deref().map_or_else(|| "the input".to_string(), |p| p.display().to_string()))]
+    BadWandbLog {
+        /// The file, when read from one.
+        path: Option<PathBuf>,
+        /// Byte offset of the first chunk that is wrong.
+        offset: u64,
+        /// What is wrong.
+        reason: String,
+    },
 }
 
 fn groups_hint(groups: &[String]) -> String {

@@ -4,6 +4,7 @@
 
 mod console;
 mod error;
+pub mod export;
 pub mod group;
 mod names;
 pub mod queue;

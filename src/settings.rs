@@ -20,6 +20,7 @@
 //! | `RANKLOG_FLUSH_INTERVAL_MS` | [`Settings::flush_interval`] | 100 |
 //! | `RANKLOG_DISABLE_GIT` | `1` turns off [`Settings::capture_git`] | git captured |
 //! | `RANKLOG_TRACKING_URI`, `MLFLOW_TRACKING_URI` | [`Settings::tracking_uri`] | none |
+//! | `RANKLOG_EXPORT_WANDB` | [`Settings::export_wandb`] | no export |
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -124,6 +125,7 @@ pub struct Settings {
     queue_port: Option<u16>,
     connect_timeout: Option<Duration>,
     straggler_timeout: Option<Duration>,
+    export_wandb: Option<PathBuf>,
 }
 
 /// Settings with every value decided.
@@ -149,6 +151,7 @@ pub(crate) struct Resolved {
     pub rank: Option<RankInfo>,
     /// How this rank reaches rank 0, for a single-writer job of several ranks.
     pub queue: Option<QueueConfig>,
+    pub export_wandb: Option<PathBuf>,
 }
 
 const DEFAULT_PROJECT: &str = "uncategorized";
@@ -314,6 +317,15 @@ impl Settings {
         self
     }
 
+    /// Exports the run as a W&B offline run under `<dir>/wandb/` when it
+    /// finishes (see [`crate::export::wandb::export_run`]); `wandb sync`
+    /// uploads it. A failed export makes [`crate::Run::finish`] return the
+    /// error; the run itself is complete either way.
+    pub fn export_wandb(mut self, dir: impl AsRef<Path>) -> Settings {
+        self.export_wandb = Some(dir.as_ref().to_path_buf());
+        self
+    }
+
     /// The root directory these settings resolve to: [`Settings::dir`], else
     /// `RANKLOG_DIR`, else `./ranklog`.
     pub fn root(&self) -> PathBuf {
@@ -466,6 +478,10 @@ impl Settings {
             strategy,
             rank: detected.map(|d| d.info),
             queue,
+            export_wandb: self
+                .export_wandb
+                .clone()
+                .or_else(|| env("RANKLOG_EXPORT_WANDB").map(PathBuf::from)),
         })
     }
 }
@@ -685,6 +701,17 @@ mod tests {
         assert!(
             matches!(e, Err(Error::InvalidSetting { ref name, .. }) if name == "RANKLOG_STRATEGY")
         );
+        Ok(())
+    }
+
+    #[test]
+    fn export_wandb_comes_from_code_or_env() -> Result<()> {
+        let env = with(&[("RANKLOG_EXPORT_WANDB", "/tmp/fromenv")]);
+        let r = Settings::new().resolve_with(&env)?;
+        assert_eq!(r.export_wandb, Some(PathBuf::from("/tmp/fromenv")));
+        let r = Settings::new().export_wandb("out").resolve_with(&env)?;
+        assert_eq!(r.export_wandb, Some(PathBuf::from("out")));
+        assert_eq!(Settings::new().resolve_with(&with(&[]))?.export_wandb, None);
         Ok(())
     }
 

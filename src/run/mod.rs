@@ -153,6 +153,8 @@ pub(crate) struct Inner {
     start_unix_us: i64,
     silent: bool,
     finish_timeout: Duration,
+    /// Where to export a W&B offline run at finish, if anywhere.
+    export_wandb: Option<PathBuf>,
     /// Fork generation and pid at creation: a forked child must not use the run.
     fork_generation: u64,
     pid: u32,
@@ -313,6 +315,7 @@ impl Inner {
             start_unix_us,
             silent: cfg.silent,
             finish_timeout: cfg.finish_timeout,
+            export_wandb: cfg.export_wandb.clone(),
             fork_generation: registry::fork_generation(),
             pid: std::process::id(),
             rank: cfg.rank.map_or(0, |r| r.rank),
@@ -459,6 +462,12 @@ impl Inner {
                 lost,
                 source,
             });
+        }
+        if let (Some(out), Some(dir)) = (&self.export_wandb, &self.dir) {
+            let report = crate::export::wandb::export_run(dir, out)?;
+            if !self.silent {
+                console::exported(&report.file, &report.offline_dir);
+            }
         }
         Ok(done)
     }
@@ -707,7 +716,9 @@ impl Run {
     ///
     /// [`Error::WriteFailed`] if part of the run could not be written (what was
     /// written is intact), [`Error::FinishTimeout`] if the writer did not answer
-    /// within [`Settings::finish_timeout`].
+    /// within [`Settings::finish_timeout`]. With [`Settings::export_wandb`],
+    /// the export's error ([`Error::Write`], for example) once the run itself
+    /// has finished; calling `finish` again then returns the report.
     pub fn finish(&self) -> Result<Finished> {
         self.inner.finish(None)
     }

@@ -25,9 +25,19 @@ pub fn run_dir_name(start: time::OffsetDateTime, id: &str) -> String {
 
 /// The run id encoded in a run directory name, if it is one.
 pub fn id_from_dir_name(name: &str) -> Option<&str> {
+    // `run-YYYYMMDD_HHMMSS-<id>`: the stamp has a fixed width, and ids may
+    // themselves contain '-'.
     let rest = name.strip_prefix("run-")?;
-    let (_, id) = rest.rsplit_once('-')?;
-    (!id.is_empty()).then_some(id)
+    let (stamp, id) = (rest.get(..15)?, rest.get(16..)?);
+    let ok = rest.as_bytes().get(15) == Some(&b'-')
+        && stamp.bytes().enumerate().all(|(i, b)| {
+            if i == 8 {
+                b == b'_'
+            } else {
+                b.is_ascii_digit()
+            }
+        });
+    (ok && !id.is_empty()).then_some(id)
 }
 
 /// Creates `root` (if needed) and the directory of a new run in it.
@@ -193,6 +203,10 @@ mod tests {
         assert_eq!(name, "run-20261126_111213-ab12cd34");
         assert_eq!(id_from_dir_name(&name), Some("ab12cd34"));
         assert_eq!(id_from_dir_name("latest-run"), None);
+        // Ids may contain '-' (found by the W&B export's grouped runs, #7).
+        let name = run_dir_name(t, "job42-rank0");
+        assert_eq!(id_from_dir_name(&name), Some("job42-rank0"));
+        assert_eq!(id_from_dir_name("run-2026_1126-x"), None);
     }
 
     #[test]

@@ -88,4 +88,4 @@ pub use state::{detect as detect_state, RunState, HEARTBEAT_INTERVAL, STALE_AFTE
 pub use writer::Writer;
 
 pub(crate) use layout::{create_run_dir, next_name_number, update_latest};
-pub(crate) use meta::{read_meta, write_json};
+pub(crate) use meta::{read_json, read_meta, write_json};

@@ -1,5 +1,6 @@
 //! The `ranklog` command: list, inspect, launch and sync runs.
 
+mod export;
 mod group;
 mod launch;
 mod plot;
@@ -30,6 +31,8 @@ enum Command {
     Group(group::Args),
     /// Start N ranks of a command on this host (torchrun variables + group).
     Launch(launch::Args),
+    /// Export runs to another tracker's offline format (W&B).
+    Export(export::Args),
 }
 
 /// The root directory: `--dir`, else `RANKLOG_DIR`, else `./ranklog`.
@@ -47,6 +50,7 @@ fn main() -> ExitCode {
         Command::Show(args) => show::run(args),
         Command::Group(args) => group::run(args),
         Command::Launch(args) => launch::run(args),
+        Command::Export(args) => export::run(args),
     };
     match result {
         Ok(code) => code,
