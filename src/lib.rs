@@ -9,6 +9,7 @@ pub mod record;
 mod run;
 mod settings;
 pub mod store;
+pub mod sync;
 mod sys;
 
 pub use error::{Error, Result};

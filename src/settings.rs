@@ -16,6 +16,10 @@
 //! | `RANKLOG_FLUSH_INTERVAL_MS` | [`Settings::flush_interval`] | 100 |
 //! | `RANKLOG_DISABLE_GIT` | `1` turns off [`Settings::capture_git`] | git captured |
 //! | `RANKLOG_TRACKING_URI`, `MLFLOW_TRACKING_URI` | [`Settings::tracking_uri`] | none |
+//! | `RANKLOG_TRACKING_USERNAME`/`_PASSWORD`, `MLFLOW_TRACKING_USERNAME`/`_PASSWORD` | basic-auth credentials for the tracking server | `ranklog login`'s file |
+//! | `RANKLOG_TRACKING_TOKEN`, `MLFLOW_TRACKING_TOKEN` | bearer token for the tracking server | `ranklog login`'s file |
+//! | `RANKLOG_CONFIG_DIR` | where `ranklog login` keeps credentials | `$XDG_CONFIG_HOME/ranklog` or `~/.config/ranklog` |
+//! | `RANKLOG_UPLOAD_TIMEOUT_S` | [`Settings::upload_timeout`] | 30 |
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -108,6 +112,7 @@ pub struct Settings {
     tracking_uri: Option<String>,
     queue_capacity: Option<usize>,
     finish_timeout: Option<Duration>,
+    upload_timeout: Option<Duration>,
 }
 
 /// Settings with every value decided.
@@ -128,6 +133,7 @@ pub(crate) struct Resolved {
     pub tracking_uri: Option<String>,
     pub queue_capacity: usize,
     pub finish_timeout: Duration,
+    pub upload_timeout: Duration,
 }
 
 const DEFAULT_PROJECT: &str = "uncategorized";
@@ -231,6 +237,14 @@ impl Settings {
         self
     }
 
+    /// How long `finish` waits, in online mode, for the upload to the
+    /// tracking server to catch up (default 30 s); what is left is uploaded
+    /// later with `ranklog sync`.
+    pub fn upload_timeout(mut self, timeout: Duration) -> Settings {
+        self.upload_timeout = Some(timeout);
+        self
+    }
+
     /// The root directory these settings resolve to: [`Settings::dir`], else
     /// `RANKLOG_DIR`, else `./ranklog`.
     pub fn root(&self) -> PathBuf {
@@ -314,7 +328,13 @@ impl Settings {
                 reason: "the queue must hold at least one row".into(),
             });
         }
+        let upload_timeout = match (self.upload_timeout, env("RANKLOG_UPLOAD_TIMEOUT_S")) {
+            (Some(d), _) => d,
+            (None, Some(v)) => Duration::from_secs(parse_env("RANKLOG_UPLOAD_TIMEOUT_S", &v)?),
+            (None, None) => Duration::from_secs(30),
+        };
         Ok(Resolved {
+            upload_timeout,
             project,
             root: self
                 .dir
@@ -336,6 +356,57 @@ impl Settings {
             finish_timeout: self.finish_timeout.unwrap_or(Duration::from_secs(60)),
         })
     }
+}
+
+/// The tracking server from the environment: `RANKLOG_TRACKING_URI`, else
+/// `MLFLOW_TRACKING_URI`.
+pub(crate) fn tracking_uri_from_env() -> Option<String> {
+    env_var("RANKLOG_TRACKING_URI").or_else(|| env_var("MLFLOW_TRACKING_URI"))
+}
+
+/// Credentials for a tracking server named by environment variables.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub(crate) struct EnvCredentials {
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub token: Option<String>,
+}
+
+impl std::fmt::Debug for EnvCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EnvCredentials")
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// Reads `RANKLOG_TRACKING_USERNAME`/`_PASSWORD`/`_TOKEN`, each falling back
+/// to its `MLFLOW_TRACKING_*` name.
+pub(crate) fn tracking_credentials_with(env: &dyn Fn(&str) -> Option<String>) -> EnvCredentials {
+    let pick = |what: &str| {
+        env(&format!("RANKLOG_TRACKING_{what}")).or_else(|| env(&format!("MLFLOW_TRACKING_{what}")))
+    };
+    EnvCredentials {
+        username: pick("USERNAME"),
+        password: pick("PASSWORD"),
+        token: pick("TOKEN"),
+    }
+}
+
+/// [`tracking_credentials_with`] over the process environment.
+pub(crate) fn tracking_credentials() -> EnvCredentials {
+    tracking_credentials_with(&env_var)
+}
+
+/// The per-user folder of ranklog's own files (credentials):
+/// `RANKLOG_CONFIG_DIR`, else `$XDG_CONFIG_HOME/ranklog`, else `~/.config/ranklog`.
+pub(crate) fn config_dir() -> Option<PathBuf> {
+    env_var("RANKLOG_CONFIG_DIR")
+        .map(PathBuf::from)
+        .or_else(|| env_var("XDG_CONFIG_HOME").map(|d| PathBuf::from(d).join("ranklog")))
+        .or_else(|| env_var("HOME").map(|h| PathBuf::from(h).join(".config").join("ranklog")))
 }
 
 fn env_var(name: &str) -> Option<String> {
@@ -404,6 +475,18 @@ mod tests {
         let r = Settings::new().resolve_with(&with(&[("MLFLOW_TRACKING_URI", "http://h:5000")]))?;
         assert_eq!(r.mode, Mode::Online);
         Ok(())
+    }
+
+    #[test]
+    fn ranklog_credentials_win_over_mlflow_ones() {
+        let c = tracking_credentials_with(&with(&[
+            ("MLFLOW_TRACKING_USERNAME", "m"),
+            ("RANKLOG_TRACKING_USERNAME", "r"),
+            ("MLFLOW_TRACKING_PASSWORD", "secret-pw"),
+        ]));
+        assert_eq!(c.username.as_deref(), Some("r"));
+        assert_eq!(c.password.as_deref(), Some("secret-pw"));
+        assert!(!format!("{c:?}").contains("secret-pw"));
     }
 
     #[test]

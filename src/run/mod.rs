@@ -46,8 +46,9 @@ use sink::{LocalSink, Sink};
 ///
 /// [`Error::InvalidName`]/[`Error::InvalidSetting`] for bad settings,
 /// [`Error::RunIdExists`] when the id is taken in the root, [`Error::Write`]
-/// when the root cannot be written, [`Error::OnlineUnavailable`] for online
-/// mode.
+/// when the root cannot be written, [`Error::NoTrackingServer`] for online
+/// mode without a tracking server. An unreachable server is not an error:
+/// the run goes on locally and the upload is retried (see [`crate::sync`]).
 ///
 /// # Examples
 ///
@@ -83,11 +84,7 @@ pub fn init(settings: Settings) -> Result<Run> {
     let inner = match cfg.mode {
         Mode::Disabled => Inner::disabled(&cfg)?,
         Mode::Offline => Inner::offline(&cfg)?,
-        Mode::Online => {
-            return Err(Error::OnlineUnavailable {
-                uri: cfg.tracking_uri.unwrap_or_default(),
-            })
-        }
+        Mode::Online => Inner::online(&cfg)?,
     };
     let inner = Arc::new(inner);
     registry::register(&inner);
@@ -122,6 +119,8 @@ pub struct Finished {
     pub log_bytes: u64,
     /// Time from start to finish.
     pub duration: Duration,
+    /// In online mode, where the upload to the tracking server stood.
+    pub upload: Option<crate::sync::UploadStatus>,
 }
 
 pub(crate) struct Inner {
@@ -131,6 +130,9 @@ pub(crate) struct Inner {
     start_unix_us: i64,
     silent: bool,
     finish_timeout: Duration,
+    upload_timeout: Duration,
+    /// The live upload of an online run.
+    upload: Option<crate::sync::live::LiveUpload>,
     /// Fork generation and pid at creation: a forked child must not use the run.
     fork_generation: u64,
     pid: u32,
@@ -160,6 +162,16 @@ impl Inner {
             cfg,
             Sink::Disabled,
         ))
+    }
+
+    fn online(cfg: &Resolved) -> Result<Inner> {
+        let uri = cfg.tracking_uri.clone().ok_or(Error::NoTrackingServer)?;
+        let target = crate::sync::Target::new(uri);
+        let mut inner = Inner::offline(cfg)?;
+        if let Some(dir) = &inner.dir {
+            inner.upload = Some(crate::sync::live::LiveUpload::start(dir, target));
+        }
+        Ok(inner)
     }
 
     fn offline(cfg: &Resolved) -> Result<Inner> {
@@ -258,6 +270,8 @@ impl Inner {
             start_unix_us,
             silent: cfg.silent,
             finish_timeout: cfg.finish_timeout,
+            upload_timeout: cfg.upload_timeout,
+            upload: None,
             fork_generation: registry::fork_generation(),
             pid: std::process::id(),
             state: Mutex::new(State {
@@ -372,7 +386,11 @@ impl Inner {
                 return Err(e);
             }
         };
-        let done = self.finished_with(name, exit_state, steps, points, log_bytes, t_us);
+        let mut done = self.finished_with(name, exit_state, steps, points, log_bytes, t_us);
+        done.upload = self
+            .upload
+            .as_ref()
+            .map(|u| u.finish(self.upload_timeout));
         state.finished = Some(done.clone());
         drop(state);
         if !self.silent {
@@ -389,6 +407,7 @@ impl Inner {
                     log_bytes,
                     done.duration.as_secs_f64(),
                     dir,
+                    done.upload.as_ref(),
                 );
             }
         }
@@ -420,6 +439,7 @@ impl Inner {
             points,
             log_bytes,
             duration: Duration::from_micros(t_us.max(0) as u64),
+            upload: None,
         }
     }
 }

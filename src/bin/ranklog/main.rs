@@ -1,7 +1,9 @@
 //! The `ranklog` command: list, inspect, launch and sync runs.
 
+mod login;
 mod runs;
 mod show;
+mod sync;
 mod table;
 
 use std::path::PathBuf;
@@ -23,6 +25,10 @@ enum Command {
     Runs(runs::Args),
     /// Show one run: meta, config, summary, git and its metrics.
     Show(show::Args),
+    /// Upload runs to an MLflow tracking server, resuming where the last upload stopped.
+    Sync(sync::Args),
+    /// Save credentials for a tracking server (mode 0600).
+    Login(login::Args),
 }
 
 /// The root directory: `--dir`, else `RANKLOG_DIR`, else `./ranklog`.
@@ -38,6 +44,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Runs(args) => runs::run(args),
         Command::Show(args) => show::run(args),
+        Command::Sync(args) => sync::run(args),
+        Command::Login(args) => login::run(args),
     };
     match result {
         Ok(code) => code,
