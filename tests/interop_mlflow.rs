@@ -85,7 +85,12 @@ impl Server {
                 .env("MLFLOW_FLASK_SERVER_SECRET_KEY", "ranklog-interop-secret")
                 .env("MLFLOW_AUTH_ADMIN_PASSWORD", ADMIN_PASSWORD);
         }
-        self.child = Some(cmd.spawn().expect("cannot start mlflow server"));
+        let child = cmd.spawn().expect("cannot start mlflow server");
+        // Let the script kill the server's process group if this test dies.
+        if let Some(dir) = std::env::var_os("RANKLOG_INTEROP_PIDS") {
+            let _ = std::fs::write(Path::new(&dir).join(child.id().to_string()), b"");
+        }
+        self.child = Some(child);
         self.wait_ready();
     }
 
@@ -121,6 +126,9 @@ impl Server {
             // SAFETY: signals the process group we created for the server.
             unsafe { libc::kill(-(c.id() as i32), libc::SIGKILL) };
             let _ = c.wait();
+            if let Some(dir) = std::env::var_os("RANKLOG_INTEROP_PIDS") {
+                let _ = std::fs::remove_file(Path::new(&dir).join(c.id().to_string()));
+            }
         }
     }
 
@@ -183,7 +191,9 @@ impl Api {
     /// The remote runs carrying `ranklog.run_id = id` in experiment `project`.
     fn runs_of(&self, project: &str, id: &str) -> Vec<Value> {
         let exp = self.get("experiments/get-by-name", &[("experiment_name", project)]);
-        let exp_id = exp["experiment"]["experiment_id"].as_str().expect("experiment id");
+        let exp_id = exp["experiment"]["experiment_id"]
+            .as_str()
+            .expect("experiment id");
         let found = self.post(
             "runs/search",
             json!({"experiment_ids": [exp_id], "filter": format!("tags.`ranklog.run_id` = '{id}'"), "max_results": 100}),
@@ -270,10 +280,11 @@ fn expected(dir: &Path) -> Expected {
                 last_t = last_t.max(row.t_us);
                 let ts = (start_us + row.t_us).div_euclid(1000);
                 for (id, v) in row.values {
-                    e.metrics
-                        .entry(keys[&id].clone())
-                        .or_default()
-                        .push((row.step as i64, ts, v.to_bits()));
+                    e.metrics.entry(keys[&id].clone()).or_default().push((
+                        row.step as i64,
+                        ts,
+                        v.to_bits(),
+                    ));
                 }
             }
             Record::Config { json } => {
@@ -329,13 +340,21 @@ fn verify(api: &Api, dir: &Path, status: &str) -> Value {
     let e = expected(dir);
     let runs = api.runs_of(&e.project, &e.id);
     assert_eq!(runs.len(), 1, "exactly one remote run for {}", e.id);
-    let run_id = runs[0]["info"]["run_id"].as_str().expect("run id").to_string();
+    let run_id = runs[0]["info"]["run_id"]
+        .as_str()
+        .expect("run id")
+        .to_string();
     let run = api.get("runs/get", &[("run_id", &run_id)])["run"].clone();
     let info = &run["info"];
     assert_eq!(info["run_name"], e.name.as_str());
     assert_eq!(info["status"], status, "status of {}", e.id);
     assert_eq!(info["start_time"].as_i64(), Some(e.start_ms));
-    assert_eq!(info["end_time"].as_i64(), Some(e.end_ms), "end time of {}", e.id);
+    assert_eq!(
+        info["end_time"].as_i64(),
+        Some(e.end_ms),
+        "end time of {}",
+        e.id
+    );
     let tags: BTreeMap<String, String> = run["data"]["tags"]
         .as_array()
         .cloned()
@@ -351,7 +370,11 @@ fn verify(api: &Api, dir: &Path, status: &str) -> Value {
     assert_eq!(tags.get("ranklog.run_id"), Some(&e.id));
     assert_eq!(tags.get("ranklog.group"), e.group.as_ref());
     for (k, v) in &e.summary {
-        assert_eq!(tags.get(&format!("ranklog.summary.{k}")), Some(v), "summary {k}");
+        assert_eq!(
+            tags.get(&format!("ranklog.summary.{k}")),
+            Some(v),
+            "summary {k}"
+        );
     }
     let params: BTreeMap<String, String> = run["data"]["params"]
         .as_array()
@@ -425,7 +448,10 @@ fn child_process_entry() {
     let hang = spec.contains("hang");
     let run = ranklog::init(Settings::new().config(json!({"lr": 0.01, "model": {"depth": 4}})))
         .expect("init");
-    let dir = run.dir().map(|d| d.display().to_string()).unwrap_or_default();
+    let dir = run
+        .dir()
+        .map(|d| d.display().to_string())
+        .unwrap_or_default();
     for step in 0..steps {
         let x = step as f64;
         run.log([("loss", 1.0 / (1.0 + x)), ("acc", x / (x + 7.0))])
@@ -513,6 +539,7 @@ fn online_offline_crashed_and_grouped_runs_arrive_exactly() {
             .tracking_uri(server.uri())
             .silent(true)
             .capture_git(false)
+            .upload_timeout(Duration::from_secs(180))
             .config(json!({"lr": 0.001, "opt": {"name": "adam", "betas": [0.9, 0.99]}})),
     )
     .expect("online init");
@@ -526,7 +553,9 @@ fn online_offline_crashed_and_grouped_runs_arrive_exactly() {
     }
     run.summary("best_loss", 0.25).expect("summary");
     run.set_name("online-renamed").expect("rename");
+    let t = Instant::now();
     let done = run.finish().expect("finish");
+    eprintln!("online finish took {:?}", t.elapsed());
     let upload = done.upload.expect("online runs report their upload");
     assert!(upload.complete, "{upload:?}");
     assert_eq!(upload.acked_bytes, upload.log_bytes);
@@ -545,8 +574,11 @@ fn online_offline_crashed_and_grouped_runs_arrive_exactly() {
     };
     let ok = ranklog::init(settings().config(json!({"batch": 64}))).expect("init");
     for step in 0..2500u64 {
-        ok.log([("loss", 2.0 - step as f64 * 1e-3), ("acc", step as f64 * 1e-4)])
-            .expect("log");
+        ok.log([
+            ("loss", 2.0 - step as f64 * 1e-3),
+            ("acc", step as f64 * 1e-4),
+        ])
+        .expect("log");
     }
     let ok_dir = ok.finish().expect("finish").dir.expect("dir");
     let bad = ranklog::init(settings().reinit(ranklog::Reinit::CreateNew)).expect("init");
@@ -599,8 +631,14 @@ fn online_offline_crashed_and_grouped_runs_arrive_exactly() {
     for d in &dirs {
         verify(&api, d, "FINISHED");
     }
-    let exp = api.get("experiments/get-by-name", &[("experiment_name", "interop-group")]);
-    let exp_id = exp["experiment"]["experiment_id"].as_str().expect("id").to_string();
+    let exp = api.get(
+        "experiments/get-by-name",
+        &[("experiment_name", "interop-group")],
+    );
+    let exp_id = exp["experiment"]["experiment_id"]
+        .as_str()
+        .expect("id")
+        .to_string();
     let grouped = api.post(
         "runs/search",
         json!({"experiment_ids": [exp_id], "filter": "tags.`ranklog.group` = 'job-42'"}),
@@ -728,7 +766,14 @@ fn basic_auth_refusals_are_permission_denied() {
     assert!(!stdout.contains("not-the-password"));
     // `ranklog login` stores the right credentials (mode 0600); sync then works.
     let mut login = Command::new(ranklog_bin())
-        .args(["login", "--tracking-uri", &server.uri(), "--username", "admin", "--password-stdin"])
+        .args([
+            "login",
+            "--tracking-uri",
+            &server.uri(),
+            "--username",
+            "admin",
+            "--password-stdin",
+        ])
         .env("RANKLOG_CONFIG_DIR", root.path().join(".config"))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

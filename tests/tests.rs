@@ -1,4 +1,5 @@
 //! Behaviour tests: one binary built from modules, so CI links once.
 
-mod util;
 mod interop_mlflow;
+mod sync;
+mod util;

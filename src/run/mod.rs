@@ -387,10 +387,7 @@ impl Inner {
             }
         };
         let mut done = self.finished_with(name, exit_state, steps, points, log_bytes, t_us);
-        done.upload = self
-            .upload
-            .as_ref()
-            .map(|u| u.finish(self.upload_timeout));
+        done.upload = self.upload.as_ref().map(|u| u.finish(self.upload_timeout));
         state.finished = Some(done.clone());
         drop(state);
         if !self.silent {

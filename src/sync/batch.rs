@@ -39,6 +39,11 @@ impl Batch {
         self.n_metrics == 0 && self.n_params == 0 && self.tag_list.is_empty()
     }
 
+    /// Whether the batch holds metrics only (no params, no tags).
+    pub(crate) fn only_metrics(&self) -> bool {
+        self.n_params == 0 && self.tag_list.is_empty()
+    }
+
     /// Metrics in the batch.
     pub(crate) fn metrics(&self) -> usize {
         self.n_metrics
@@ -122,8 +127,7 @@ impl Batch {
                 {
                     return Err(Item::Tag { key, value });
                 }
-                self.tag_keys
-                    .insert(key.clone(), self.tag_list.len());
+                self.tag_keys.insert(key.clone(), self.tag_list.len());
                 self.tag_list.push((key, value));
             }
             Item::Checkpoint(o) => self.ack = Some(o),
@@ -144,7 +148,8 @@ impl Batch {
             push_json_str(&mut self.tags, v);
             self.tags.push('}');
         }
-        let mut s = String::with_capacity(self.metrics.len() + self.params.len() + self.tags.len() + 96);
+        let mut s =
+            String::with_capacity(self.metrics.len() + self.params.len() + self.tags.len() + 96);
         s.push_str("{\"run_id\":");
         push_json_str(&mut s, run_id);
         let _ = write!(
@@ -194,7 +199,11 @@ fn push_f64(out: &mut String, v: f64) {
     if v.is_nan() {
         out.push_str("\"NaN\"");
     } else if v.is_infinite() {
-        out.push_str(if v > 0.0 { "\"Infinity\"" } else { "\"-Infinity\"" });
+        out.push_str(if v > 0.0 {
+            "\"Infinity\""
+        } else {
+            "\"-Infinity\""
+        });
     } else {
         let mut buf = ryu::Buffer::new();
         out.push_str(buf.format_finite(v));

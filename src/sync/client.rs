@@ -106,12 +106,20 @@ impl Client {
     }
 
     /// [`Client::post_ok`] on an owned client, for retry loops.
-    pub(crate) async fn post_ok_owned(self, path: &'static str, body: Vec<u8>) -> Result<Value, Failure> {
+    pub(crate) async fn post_ok_owned(
+        self,
+        path: &'static str,
+        body: Vec<u8>,
+    ) -> Result<Value, Failure> {
         self.post_ok(path, body).await
     }
 
     /// [`Client::post`] on an owned client, for retry loops.
-    pub(crate) async fn post_owned(self, path: &'static str, body: Vec<u8>) -> Result<Answer, Failure> {
+    pub(crate) async fn post_owned(
+        self,
+        path: &'static str,
+        body: Vec<u8>,
+    ) -> Result<Answer, Failure> {
         self.post(path, body).await
     }
 

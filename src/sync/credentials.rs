@@ -160,10 +160,8 @@ mod tests {
     #[test]
     fn file_round_trips_both_kinds() {
         let mut f = File::default();
-        f.servers.insert(
-            "http://a".into(),
-            Credentials::Token { token: "t".into() },
-        );
+        f.servers
+            .insert("http://a".into(), Credentials::Token { token: "t".into() });
         f.servers.insert(
             "http://b".into(),
             Credentials::Basic {

@@ -243,7 +243,10 @@ impl Mapper {
 }
 
 /// The tags a remote run is created with.
-pub(crate) fn start_tags(start: &Start, meta_rank: Option<crate::RankInfo>) -> Vec<(String, String)> {
+pub(crate) fn start_tags(
+    start: &Start,
+    meta_rank: Option<crate::RankInfo>,
+) -> Vec<(String, String)> {
     let mut tags = vec![
         ("ranklog.run_id".to_string(), start.id.clone()),
         ("ranklog.project".to_string(), start.project.clone()),
@@ -316,7 +319,9 @@ pub(crate) fn is_valid_key(key: &str) -> bool {
         && key.chars().all(allowed_char)
         && !key.starts_with('/')
         && !key.ends_with('/')
-        && key.split('/').all(|s| !s.is_empty() && s != "." && s != "..")
+        && key
+            .split('/')
+            .all(|s| !s.is_empty() && s != "." && s != "..")
 }
 
 /// FNV-1a, 32 bits: stable across versions and platforms.

@@ -64,7 +64,9 @@ mod uploader;
 
 use std::path::Path;
 
-pub use credentials::{credentials_for, credentials_path, store_credentials, Credentials, CREDENTIALS_FILE};
+pub use credentials::{
+    credentials_for, credentials_path, store_credentials, Credentials, CREDENTIALS_FILE,
+};
 pub use state::{SyncState, LOCK_FILE, SYNC_FILE};
 pub use uploader::Uploader;
 
@@ -179,6 +181,15 @@ pub struct UploadStatus {
     pub error: Option<String>,
 }
 
+/// Bytes of a run's log that `server` has acknowledged (0 if none, or if
+/// the last upload went to another server).
+pub fn acked_bytes(dir: &Path, server: &str) -> u64 {
+    match SyncState::load(dir) {
+        Ok(Some(state)) if state.server == client::base_uri(server) => state.acked_offset,
+        _ => 0,
+    }
+}
+
 /// Whether a run has been completely uploaded to `server`: its remote run
 /// was ended and the whole log acknowledged.
 pub fn is_synced(dir: &Path, server: &str) -> bool {
@@ -188,7 +199,5 @@ pub fn is_synced(dir: &Path, server: &str) -> bool {
     let len = std::fs::metadata(dir.join(crate::store::LOG_FILE))
         .map(|m| m.len())
         .unwrap_or(u64::MAX);
-    state.server == client::base_uri(server)
-        && state.status.is_some()
-        && state.acked_offset >= len
+    state.server == client::base_uri(server) && state.status.is_some() && state.acked_offset >= len
 }

@@ -10,7 +10,7 @@ use parking_lot::Mutex;
 use serde_json::{json, Value};
 use tokio::sync::Notify;
 
-use super::batch::{self, Batch};
+use super::batch;
 use super::client::{Answer, Client, Failure};
 use super::mapping::{self, Item, Mapper, RemoteStatus};
 use super::state::{SyncState, UploadLock};
@@ -21,6 +21,15 @@ use crate::store::{self, Meta, Reader, HEADER_LEN};
 
 /// Items kept ready beyond one batch; the log is the backlog, not memory.
 const QUEUE_TARGET: usize = batch::MAX_ENTITIES * 2;
+/// Batches of metrics sent at once (MLflow's server runs 4 workers by default).
+pub(crate) const IN_FLIGHT: usize = 4;
+/// A batch being sent (or `None`: nothing to send), the offset it
+/// acknowledges, and its metric count.
+type InFlight = (
+    Option<tokio::task::JoinHandle<Result<()>>>,
+    Option<u64>,
+    u64,
+);
 /// How often a caught-up live uploader looks for new data.
 const POLL: Duration = Duration::from_millis(200);
 /// First and longest wait between retries.
@@ -78,7 +87,7 @@ pub(crate) enum Persistence {
 pub struct Uploader {
     dir: PathBuf,
     log: PathBuf,
-    client: Client,
+    retry: Retry,
     state: SyncState,
     start: Start,
     meta: Option<Meta>,
@@ -88,8 +97,6 @@ pub struct Uploader {
     read_pos: u64,
     at_end: bool,
     points: u64,
-    control: Arc<Control>,
-    persistence: Persistence,
     _lock: UploadLock,
 }
 
@@ -97,7 +104,7 @@ impl std::fmt::Debug for Uploader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Uploader")
             .field("dir", &self.dir)
-            .field("client", &self.client)
+            .field("client", &self.retry.client)
             .field("state", &self.state)
             .finish()
     }
@@ -165,7 +172,11 @@ impl Uploader {
         Ok(Uploader {
             dir: dir.to_path_buf(),
             log,
-            client,
+            retry: Retry {
+                client,
+                control,
+                persistence,
+            },
             state,
             start,
             meta,
@@ -175,10 +186,16 @@ impl Uploader {
             read_pos,
             at_end: false,
             points: 0,
-            control,
-            persistence,
             _lock: lock,
         })
+    }
+
+    /// How long [`Uploader::run`] keeps retrying a server that is down
+    /// (connection errors, 429, 5xx) without progress (default 60 s).
+    #[must_use]
+    pub fn retry_for(mut self, limit: Duration) -> Uploader {
+        self.retry.persistence = Persistence::GiveUpAfter(limit);
+        self
     }
 
     /// The upload state as last acknowledged.
@@ -232,6 +249,11 @@ impl Uploader {
     }
 
     /// The upload loop. `live`: keep tailing until the control says finish.
+    ///
+    /// Batches of metrics only go out up to [`IN_FLIGHT`] at a time (metrics
+    /// are a set on the server, so their order does not matter); a batch with
+    /// params or tags waits for every earlier batch, so the last value of a
+    /// tag is the one that stays. Offsets are acknowledged in log order.
     pub(crate) async fn upload(
         &mut self,
         unfinished: Unfinished,
@@ -239,23 +261,66 @@ impl Uploader {
         progress: &mut dyn FnMut(u64),
     ) -> Result<()> {
         self.ensure_remote().await?;
+        let mut inflight = VecDeque::new();
+        let result = self.pump(&mut inflight, unfinished, live, progress).await;
+        for (task, _, _) in inflight {
+            if let Some(t) = task {
+                t.abort();
+            }
+        }
+        result
+    }
+
+    async fn pump(
+        &mut self,
+        inflight: &mut VecDeque<InFlight>,
+        unfinished: Unfinished,
+        live: bool,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<()> {
+        let run_id = self.state.remote_run_id.clone().unwrap_or_default();
         loop {
             self.fill()?;
             let mut batch = batch::cut(&mut self.queue);
-            if !batch.is_empty() {
-                self.send_batch(&mut batch).await?;
-            }
-            if let Some(ack) = batch.ack {
-                if ack > self.state.acked_offset {
-                    self.state.acked_offset = ack;
-                    self.state.save(&self.dir)?;
+            if batch.is_empty() {
+                inflight.push_back((None, batch.ack, 0));
+            } else if batch.only_metrics() {
+                while inflight.len() >= IN_FLIGHT {
+                    self.complete_front(inflight, progress).await?;
                 }
-                progress(self.state.acked_offset);
+                let body = batch.body(&run_id);
+                let retry = self.retry.clone();
+                let task = tokio::spawn(async move {
+                    retry
+                        .run(|c| c.post_ok_owned("runs/log-batch", body.clone()))
+                        .await
+                        .map(drop)
+                });
+                inflight.push_back((Some(task), batch.ack, batch.metrics() as u64));
+            } else {
+                while !inflight.is_empty() {
+                    self.complete_front(inflight, progress).await?;
+                }
+                let body = batch.body(&run_id);
+                self.retry
+                    .run(|c| c.post_ok_owned("runs/log-batch", body.clone()))
+                    .await?;
+                inflight.push_back((None, batch.ack, batch.metrics() as u64));
+            }
+            // Acknowledge what is already done, without waiting.
+            while inflight
+                .front()
+                .is_some_and(|(t, _, _)| t.as_ref().is_none_or(|t| t.is_finished()))
+            {
+                self.complete_front(inflight, progress).await?;
             }
             if !self.queue.is_empty() || !self.at_end {
                 continue;
             }
             // Caught up with the log.
+            while !inflight.is_empty() {
+                self.complete_front(inflight, progress).await?;
+            }
             if self.state.status.is_some() {
                 return Ok(());
             }
@@ -269,11 +334,43 @@ impl Uploader {
                 }
                 return Ok(());
             }
-            if self.control.finishing() && self.control.expired() {
+            let control = &self.retry.control;
+            if control.finishing() && control.expired() {
                 return Ok(());
             }
-            let _ = tokio::time::timeout(POLL, self.control.notify.notified()).await;
+            let _ = tokio::time::timeout(POLL, control.notify.notified()).await;
         }
+    }
+
+    /// Waits for the oldest batch and saves its offset.
+    async fn complete_front(
+        &mut self,
+        inflight: &mut VecDeque<InFlight>,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<()> {
+        let Some((task, ack, points)) = inflight.pop_front() else {
+            return Ok(());
+        };
+        if let Some(task) = task {
+            match task.await {
+                Ok(result) => result?,
+                Err(e) => {
+                    return Err(Error::ServerUnavailable {
+                        server: self.retry.client.server().to_string(),
+                        detail: format!("upload task ended: {e}"),
+                    })
+                }
+            }
+        }
+        self.points += points;
+        if let Some(ack) = ack {
+            if ack > self.state.acked_offset {
+                self.state.acked_offset = ack;
+                self.state.save(&self.dir)?;
+                progress(ack);
+            }
+        }
+        Ok(())
     }
 
     /// Reads records into the queue until it holds enough or the log ends.
@@ -307,15 +404,6 @@ impl Uploader {
         Ok(())
     }
 
-    async fn send_batch(&mut self, batch: &mut Batch) -> Result<()> {
-        let run_id = self.state.remote_run_id.clone().unwrap_or_default();
-        let body = batch.body(&run_id);
-        self.retrying(|c| c.post_ok_owned("runs/log-batch", body.clone()))
-            .await?;
-        self.points += batch.metrics() as u64;
-        Ok(())
-    }
-
     /// Finds or creates the experiment and the remote run.
     async fn ensure_remote(&mut self) -> Result<()> {
         if self.state.remote_run_id.is_some() {
@@ -340,7 +428,8 @@ impl Uploader {
         .to_string()
         .into_bytes();
         let found = self
-            .retrying(|c| c.post_ok_owned("runs/search", body.clone()))
+            .retry
+            .run(|c| c.post_ok_owned("runs/search", body.clone()))
             .await?;
         let existing = found["runs"]
             .as_array()
@@ -364,13 +453,14 @@ impl Uploader {
                 .to_string()
                 .into_bytes();
                 let created = self
-                    .retrying(|c| c.post_ok_owned("runs/create", body.clone()))
+                    .retry
+                    .run(|c| c.post_ok_owned("runs/create", body.clone()))
                     .await?;
                 created["run"]["info"]["run_id"]
                     .as_str()
                     .map(str::to_string)
                     .ok_or_else(|| Error::NotMlflow {
-                        server: self.client.server().to_string(),
+                        server: self.retry.client.server().to_string(),
                         path: "/api/2.0/mlflow/runs/create".into(),
                         status: 200,
                     })?
@@ -387,7 +477,8 @@ impl Uploader {
         for _ in 0..3 {
             let n = name.clone();
             let got = self
-                .retrying(move |c| c.get_owned("experiments/get-by-name", "experiment_name", n.clone()))
+                .retry
+                .run(move |c| c.get_owned("experiments/get-by-name", "experiment_name", n.clone()))
                 .await?;
             match got {
                 Answer::Ok(v) => {
@@ -397,12 +488,13 @@ impl Uploader {
                 }
                 Answer::Api(e) if e.code == "RESOURCE_DOES_NOT_EXIST" => {}
                 Answer::Api(e) => {
-                    return Err(self.client.rejected("experiments/get-by-name", e));
+                    return Err(self.retry.client.rejected("experiments/get-by-name", e));
                 }
             }
             let body = json!({ "name": name }).to_string().into_bytes();
             let created = self
-                .retrying(|c| c.post_owned("experiments/create", body.clone()))
+                .retry
+                .run(|c| c.post_owned("experiments/create", body.clone()))
                 .await?;
             match created {
                 Answer::Ok(v) => {
@@ -412,11 +504,11 @@ impl Uploader {
                 }
                 // Another rank created it first: get it again.
                 Answer::Api(e) if e.code == "RESOURCE_ALREADY_EXISTS" => {}
-                Answer::Api(e) => return Err(self.client.rejected("experiments/create", e)),
+                Answer::Api(e) => return Err(self.retry.client.rejected("experiments/create", e)),
             }
         }
         Err(Error::ServerRejected {
-            server: self.client.server().to_string(),
+            server: self.retry.client.server().to_string(),
             path: "/api/2.0/mlflow/experiments/create".into(),
             status: 400,
             code: "RESOURCE_ALREADY_EXISTS".into(),
@@ -436,14 +528,26 @@ impl Uploader {
             body["run_name"] = json!(name);
         }
         let body = body.to_string().into_bytes();
-        self.retrying(|c| c.post_ok_owned("runs/update", body.clone()))
+        self.retry
+            .run(|c| c.post_ok_owned("runs/update", body.clone()))
             .await?;
         self.state.status = Some(status.as_str().to_string());
         self.state.save(&self.dir)
     }
+}
 
-    /// Runs a request, retrying transient failures with backoff.
-    async fn retrying<T, F, Fut>(&self, mut call: F) -> Result<T>
+/// Retries a request on transient failures, with backoff; cheap to clone
+/// into concurrent batch tasks.
+#[derive(Clone)]
+pub(crate) struct Retry {
+    client: Client,
+    control: Arc<Control>,
+    persistence: Persistence,
+}
+
+impl Retry {
+    /// Runs `call` until it succeeds, fails for good, or retries run out.
+    async fn run<T, F, Fut>(&self, mut call: F) -> Result<T>
     where
         F: FnMut(Client) -> Fut,
         Fut: std::future::Future<Output = std::result::Result<T, Failure>>,
@@ -462,7 +566,7 @@ impl Uploader {
                 Err(Failure::Transient { detail, error }) => {
                     match self.persistence {
                         Persistence::GiveUpAfter(limit) => {
-                            if started.elapsed() >= limit {
+                            if started.elapsed() + delay > limit {
                                 return Err(error);
                             }
                             tracing::debug!(%detail, "ranklog: retrying upload");

@@ -70,9 +70,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             server: target.server.clone(),
             credentials: Some(credentials.clone()),
         };
-        check
-            .check()
-            .context("the credentials were not saved")?;
+        check.check().context("the credentials were not saved")?;
     }
     let path = store_credentials(&target.server, credentials)?;
     eprintln!(

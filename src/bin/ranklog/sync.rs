@@ -11,12 +11,12 @@
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use ranklog::store::{self, RunState};
-use ranklog::sync::{self, SyncState, Target, Uploader};
+use ranklog::sync::{self, Target, Uploader};
 
 /// Arguments of `ranklog sync`.
 #[derive(clap::Args)]
@@ -35,6 +35,9 @@ pub struct Args {
     /// Say what would be uploaded, without contacting the server.
     #[arg(long)]
     dry_run: bool,
+    /// Seconds to keep retrying a server that is down before giving up on a run.
+    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+    retry_for: u64,
 }
 
 struct Job {
@@ -83,10 +86,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         let log_len = std::fs::metadata(dir.join(store::LOG_FILE))
             .map(|m| m.len())
             .unwrap_or(0);
-        let acked = match SyncState::load(&dir) {
-            Ok(Some(s)) if s.server == target.server => s.acked_offset,
-            _ => 0,
-        };
+        let acked = sync::acked_bytes(&dir, &target.server);
         jobs.push(Job {
             dir,
             name: info.meta.name,
@@ -118,6 +118,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     for job in &jobs {
         let base = bar.position();
         let result = Uploader::open(&job.dir, &target).and_then(|up| {
+            let up = up.retry_for(Duration::from_secs(args.retry_for));
             let first = up.state().acked_offset;
             up.run(job.state == RunState::Crashed, &mut |acked| {
                 bar.set_position(base + acked.saturating_sub(first).min(job.pending));
