@@ -96,7 +96,9 @@ impl Server {
 
     /// Polls `/health` until it answers 200; never a fixed sleep.
     fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(120);
+        // Generous: a fresh server migrates its database first, and a loaded
+        // 2-core machine has been seen to take 100 s.
+        let deadline = Instant::now() + Duration::from_secs(300);
         let http = reqwest::blocking::Client::new();
         loop {
             if let Ok(r) = http.get(format!("{}/health", self.uri())).send() {
@@ -109,7 +111,7 @@ impl Server {
             }
             assert!(
                 Instant::now() < deadline,
-                "mlflow server did not answer within 120 s:\n{}",
+                "mlflow server did not answer within 300 s:\n{}",
                 self.log()
             );
             std::thread::sleep(Duration::from_millis(100));
@@ -540,6 +542,7 @@ fn online_offline_crashed_and_grouped_runs_arrive_exactly() {
             .silent(true)
             .capture_git(false)
             .upload_timeout(Duration::from_secs(180))
+            .reinit(ranklog::Reinit::CreateNew)
             .config(json!({"lr": 0.001, "opt": {"name": "adam", "betas": [0.9, 0.99]}})),
     )
     .expect("online init");
@@ -571,6 +574,7 @@ fn online_offline_crashed_and_grouped_runs_arrive_exactly() {
             .mode(Mode::Offline)
             .silent(true)
             .capture_git(false)
+            .reinit(ranklog::Reinit::CreateNew)
     };
     let ok = ranklog::init(settings().config(json!({"batch": 64}))).expect("init");
     for step in 0..2500u64 {
@@ -581,7 +585,7 @@ fn online_offline_crashed_and_grouped_runs_arrive_exactly() {
         .expect("log");
     }
     let ok_dir = ok.finish().expect("finish").dir.expect("dir");
-    let bad = ranklog::init(settings().reinit(ranklog::Reinit::CreateNew)).expect("init");
+    let bad = ranklog::init(settings()).expect("init");
     bad.log([("loss", 9.0)]).expect("log");
     let bad_dir = bad.fail("diverged").expect("fail").dir.expect("dir");
     let out = sync_cli(root_b.path(), &server.uri(), &[]);
@@ -593,6 +597,13 @@ fn online_offline_crashed_and_grouped_runs_arrive_exactly() {
     assert_success(&again, "ranklog sync again");
     let text = String::from_utf8_lossy(&again.stdout);
     assert_eq!(text.matches("skipped").count(), 2, "{text}");
+    // Losing sync.json (a crash right after the remote run was created, or
+    // after batches were acknowledged but not saved) sends everything again:
+    // the run is found by its tag and the repeated batches change nothing.
+    std::fs::remove_file(ok_dir.join(ranklog::sync::SYNC_FILE)).expect("remove sync.json");
+    let out = sync_cli(root_b.path(), &server.uri(), &[]);
+    assert_success(&out, "ranklog sync without sync.json");
+    verify(&api, &ok_dir, "FINISHED");
 
     // (c) a crashed child (SIGKILL), recovered by sync as KILLED.
     let root_c = temp_root();
@@ -651,9 +662,7 @@ fn online_offline_crashed_and_grouped_runs_arrive_exactly() {
 #[test]
 #[ignore = "needs a real MLflow server: scripts/interop-mlflow.sh"]
 fn server_restart_mid_run_loses_and_duplicates_nothing() {
-    let t = Instant::now();
     let mut server = Server::start(false);
-    eprintln!("server up in {:?}", t.elapsed());
     let root = temp_root();
     let run = ranklog::init(
         Settings::new()
@@ -664,47 +673,52 @@ fn server_restart_mid_run_loses_and_duplicates_nothing() {
             .silent(true)
             .capture_git(false)
             .flush_interval(Duration::from_millis(20))
-            .upload_timeout(Duration::from_secs(120)),
+            .upload_timeout(Duration::from_secs(300))
+            .reinit(ranklog::Reinit::CreateNew),
     )
     .expect("init");
     let dir = run.dir().expect("dir").to_path_buf();
-    let logger = {
-        let run = run.clone();
-        std::thread::spawn(move || {
-            for step in 0..6000u64 {
-                let x = step as f64;
-                run.log([("loss", 1.0 / (1.0 + x)), ("x", x)]).expect("log");
-                if step % 100 == 0 {
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-            }
-        })
+    let log = |steps: std::ops::Range<u64>| {
+        for step in steps {
+            let x = step as f64;
+            run.log([("loss", 1.0 / (1.0 + x)), ("x", x)]).expect("log");
+        }
+        run.flush().expect("flush");
     };
-    // Wait until part of the run is on the server, then kill it.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let acked = ranklog::sync::SyncState::load(&dir)
+    let acked = || {
+        ranklog::sync::SyncState::load(&dir)
             .ok()
             .flatten()
             .map(|s| s.acked_offset)
-            .unwrap_or(0);
-        if acked > 4096 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "nothing was uploaded");
+            .unwrap_or(0)
+    };
+    // Phase 1: the server takes part of the run.
+    log(0..3000);
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while acked() < 8192 {
+        assert!(Instant::now() < deadline, "nothing was uploaded in 300 s");
         std::thread::sleep(Duration::from_millis(10));
     }
-    let t0 = Instant::now();
+    // Phase 2: the server is killed (batches may be in flight) and training
+    // goes on while it is down.
     server.kill();
-    std::thread::sleep(Duration::from_millis(1500));
+    let before = acked();
+    log(3000..6000);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        acked()
+            <= std::fs::metadata(dir.join(store::LOG_FILE))
+                .map(|m| m.len())
+                .unwrap_or(0),
+        "acknowledged offsets stay within the log"
+    );
+    // Phase 3: the server comes back on the same port and database.
     server.launch();
-    eprintln!("restart took {:?}", t0.elapsed());
-    logger.join().expect("logger");
-    eprintln!("logger done at {:?}", t0.elapsed());
+    log(6000..9000);
     let done = run.finish().expect("finish");
-    eprintln!("finish done at {:?}", t0.elapsed());
     let upload = done.upload.expect("upload status");
     assert!(upload.complete, "{upload:?}");
+    assert!(upload.acked_bytes > before);
     verify(&server.api(None), &dir, "FINISHED");
 }
 

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use ranklog::{Mode, Settings};
+use ranklog::{Mode, Reinit, Settings};
 
 use crate::util::{assert_success, only_run, ranklog, ranklog_bin, temp_root};
 
@@ -55,7 +55,8 @@ fn offline_run(root: &Path) {
             .dir(root)
             .mode(Mode::Offline)
             .silent(true)
-            .capture_git(false),
+            .capture_git(false)
+            .reinit(Reinit::CreateNew),
     )
     .expect("init");
     run.log([("loss", 1.0)]).expect("log");
@@ -201,7 +202,8 @@ fn online_run_goes_on_when_the_server_is_down() {
             .tracking_uri(&uri)
             .silent(true)
             .capture_git(false)
-            .upload_timeout(Duration::from_millis(300)),
+            .upload_timeout(Duration::from_millis(300))
+            .reinit(Reinit::CreateNew),
     )
     .expect("an unreachable server does not fail init");
     for step in 0..1000 {

@@ -22,7 +22,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 pub(crate) enum Failure {
     /// Worth retrying: the server may come back. `error` is what to report
     /// if it never does.
-    Transient { detail: String, error: Error },
+    Transient { detail: String, error: Box<Error> },
     /// Retrying will not help.
     Fatal(Error),
 }
@@ -194,10 +194,10 @@ impl Client {
             429 | 500..=599 => {
                 let detail = format!("HTTP {status} on {}: {}", api_path(path), snippet(body));
                 Err(Failure::Transient {
-                    error: Error::ServerUnavailable {
+                    error: Box::new(Error::ServerUnavailable {
                         server,
                         detail: detail.clone(),
-                    },
+                    }),
                     detail,
                 })
             }
@@ -240,7 +240,7 @@ impl Client {
             let error = Error::UnknownHost { server };
             return Failure::Transient {
                 detail: error.to_string(),
-                error,
+                error: Box::new(error),
             };
         }
         if is_tls(&chain) {
@@ -250,10 +250,9 @@ impl Client {
             });
         }
         if refused(&e) {
-            let error = Error::ConnectionRefused { server };
             return Failure::Transient {
                 detail: "connection refused".into(),
-                error,
+                error: Box::new(Error::ConnectionRefused { server }),
             };
         }
         let detail = if e.is_timeout() {
@@ -262,10 +261,10 @@ impl Client {
             chain
         };
         Failure::Transient {
-            error: Error::ServerUnavailable {
+            error: Box::new(Error::ServerUnavailable {
                 server,
                 detail: detail.clone(),
-            },
+            }),
             detail,
         }
     }

@@ -22,7 +22,7 @@
 //! Param values longer than 6000 characters and tag values longer than 8000
 //! are cut, and the cut is recorded in tag `ranklog.truncated.<hash>`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::record::{ExitState, Record, Start};
@@ -89,7 +89,7 @@ pub(crate) struct Mapper {
     /// How the run ended, if the log says so, with the end time (ms since the epoch).
     pub exit: Option<(RemoteStatus, i64)>,
     /// Keys already recorded as renamed.
-    renamed: HashMap<String, ()>,
+    renamed: HashSet<String>,
 }
 
 impl Mapper {
@@ -192,7 +192,7 @@ impl Mapper {
         match map_key(key) {
             None => Arc::from(key),
             Some(mapped) => {
-                if self.renamed.insert(key.to_string(), ()).is_none() {
+                if self.renamed.insert(key.to_string()) {
                     out(Item::Tag {
                         key: format!("ranklog.renamed.{:08x}", hash32(key)),
                         value: serde_json::json!({"key": key, "mlflow_key": mapped}).to_string(),

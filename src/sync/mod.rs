@@ -136,9 +136,8 @@ impl Target {
         match answer {
             Ok(client::Answer::Ok(_)) => Ok(()),
             Ok(client::Answer::Api(e)) => Err(client.rejected("experiments/search", e)),
-            Err(client::Failure::Fatal(e)) | Err(client::Failure::Transient { error: e, .. }) => {
-                Err(e)
-            }
+            Err(client::Failure::Fatal(e)) => Err(e),
+            Err(client::Failure::Transient { error, .. }) => Err(*error),
         }
     }
 }

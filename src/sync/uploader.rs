@@ -310,7 +310,7 @@ impl Uploader {
             // Acknowledge what is already done, without waiting.
             while inflight
                 .front()
-                .is_some_and(|(t, _, _)| t.as_ref().is_none_or(|t| t.is_finished()))
+                .is_some_and(|(t, _, _)| t.as_ref().map_or(true, |t| t.is_finished()))
             {
                 self.complete_front(inflight, progress).await?;
             }
@@ -567,13 +567,13 @@ impl Retry {
                     match self.persistence {
                         Persistence::GiveUpAfter(limit) => {
                             if started.elapsed() + delay > limit {
-                                return Err(error);
+                                return Err(*error);
                             }
                             tracing::debug!(%detail, "ranklog: retrying upload");
                         }
                         Persistence::Live => {
                             if self.control.finishing() && self.control.expired() {
-                                return Err(error);
+                                return Err(*error);
                             }
                             if !self.control.warned.swap(true, Ordering::SeqCst) {
                                 tracing::warn!(

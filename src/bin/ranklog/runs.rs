@@ -38,7 +38,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let root = crate::root(&args.dir);
     let runs: Vec<_> = ranklog::store::list(&root)?
         .into_iter()
-        .filter(|r| args.project.as_ref().is_none_or(|p| &r.meta.project == p))
+        .filter(|r| args.project.as_ref().map_or(true, |p| &r.meta.project == p))
         .filter(|r| args.group.is_none() || r.meta.group == args.group)
         .collect();
     let mut out = std::io::stdout().lock();
