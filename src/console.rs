@@ -17,7 +17,9 @@ pub(crate) fn started(name: &str, id: &str, dir: &Path) {
     ));
 }
 
-/// `ranklog: finished snowy-owl-10: 1000 steps, 10000 points, 98.1 KiB in 1.2 s`
+/// `ranklog: finished snowy-owl-10: 1000 steps, 10000 points, 98.1 KiB in 1.2 s`,
+/// then where the upload stands (online) or how to upload (offline).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn finished(
     name: &str,
     state: &str,
@@ -26,13 +28,32 @@ pub(crate) fn finished(
     bytes: u64,
     secs: f64,
     dir: &Path,
+    upload: Option<&crate::sync::UploadStatus>,
 ) {
+    let next = match upload {
+        Some(u) if u.complete => format!(
+            "ranklog: uploaded to {}/#/experiments/{}/runs/{}",
+            u.server,
+            u.experiment_id.as_deref().unwrap_or("?"),
+            u.remote_run_id.as_deref().unwrap_or("?")
+        ),
+        Some(u) => format!(
+            "ranklog: upload to {} incomplete ({} of {} acknowledged{}); finish it with `ranklog sync {}`",
+            u.server,
+            human_bytes(u.acked_bytes),
+            human_bytes(u.log_bytes),
+            u.error.as_ref().map(|e| format!(": {e}")).unwrap_or_default(),
+            dir.display()
+        ),
+        None => format!(
+            "ranklog: see it with `ranklog show {}`; upload it with `ranklog sync {}`",
+            dir.display(),
+            dir.display()
+        ),
+    };
     line(&format!(
-        "ranklog: {state} {name}: {steps} steps, {points} points, {} in {secs:.2} s\n\
-         ranklog: see it with `ranklog show {}`; upload it with `ranklog sync {}`",
+        "ranklog: {state} {name}: {steps} steps, {points} points, {} in {secs:.2} s\n{next}",
         human_bytes(bytes),
-        dir.display(),
-        dir.display()
     ));
 }
 

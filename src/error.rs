@@ -166,11 +166,89 @@ pub enum Error {
         child_pid: u32,
     },
 
-    /// Online mode was asked for, but this build cannot stream to a tracking server yet.
-    #[error("online mode is not available in this version of ranklog (tracking server {uri:?}); use Mode::Offline or RANKLOG_MODE=offline and upload later with `ranklog sync`")]
-    OnlineUnavailable {
-        /// The configured tracking server.
-        uri: String,
+    /// The tracking server answered 401 (who are you?) or 403 (not allowed).
+    #[error("{server} refused access to experiment {experiment:?} (HTTP {status}); {}", permission_hint(*.status))]
+    PermissionDenied {
+        /// The tracking server.
+        server: String,
+        /// The experiment (the run's project).
+        experiment: String,
+        /// 401 or 403.
+        status: u16,
+    },
+
+    /// The host name of the tracking server does not resolve.
+    #[error("cannot resolve the host of tracking server {server}; check the tracking URI (--tracking-uri, RANKLOG_TRACKING_URI or MLFLOW_TRACKING_URI)")]
+    UnknownHost {
+        /// The tracking server.
+        server: String,
+    },
+
+    /// Nothing accepts connections at the tracking server's address.
+    #[error("tracking server {server} refused the connection; start the MLflow server (`mlflow server --host ... --port ...`) or fix the tracking URI")]
+    ConnectionRefused {
+        /// The tracking server.
+        server: String,
+    },
+
+    /// The TLS handshake with the tracking server failed.
+    #[error("TLS handshake with tracking server {server} failed; check its certificate, or use http:// if the server does not speak TLS")]
+    TlsFailure {
+        /// The tracking server.
+        server: String,
+        /// The cause.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+
+    /// The server answers, but not with MLflow's REST API.
+    #[error("{server} is not an MLflow tracking server (HTTP {status} on {path}); point the tracking URI at the server's root, e.g. http://host:5000")]
+    NotMlflow {
+        /// The tracking server.
+        server: String,
+        /// The API path that was asked for.
+        path: String,
+        /// The HTTP status of the answer.
+        status: u16,
+    },
+
+    /// The tracking server rejected a request as invalid (HTTP 4xx other than 401/403/429).
+    #[error("tracking server {server} rejected {path} (HTTP {status}, {code}): {message}")]
+    ServerRejected {
+        /// The tracking server.
+        server: String,
+        /// The API path.
+        path: String,
+        /// The HTTP status.
+        status: u16,
+        /// MLflow's error code, e.g. `INVALID_PARAMETER_VALUE`.
+        code: String,
+        /// The server's message.
+        message: String,
+    },
+
+    /// The tracking server stayed unavailable (connection errors, 429 or 5xx) through every retry.
+    #[error("tracking server {server} is unavailable ({detail}); the run is safe on disk: retry later with `ranklog sync`")]
+    ServerUnavailable {
+        /// The tracking server.
+        server: String,
+        /// The last failure.
+        detail: String,
+    },
+
+    /// Uploading needs a tracking server and none is configured.
+    #[error("no tracking server configured; pass --tracking-uri or set RANKLOG_TRACKING_URI (or MLFLOW_TRACKING_URI)")]
+    NoTrackingServer,
+
+    /// There is no per-user folder to keep credentials in.
+    #[error("no folder for ranklog's credentials file; set RANKLOG_CONFIG_DIR or HOME")]
+    NoConfigDir,
+
+    /// Another process is uploading this run right now.
+    #[error("run {} is being uploaded by another process (its online uploader or another `ranklog sync`); wait for it to end", .dir.display())]
+    SyncInProgress {
+        /// The run directory.
+        dir: PathBuf,
     },
 
     /// Rank 0, which owns a single-writer run, has gone away.
@@ -276,6 +354,15 @@ fn groups_hint(groups: &[String]) -> String {
             "{n} groups there, e.g. {}; list them with `ranklog runs`",
             groups[..20].join(", ")
         ),
+    }
+}
+
+/// What a user does after a 401 or a 403.
+fn permission_hint(status: u16) -> &'static str {
+    if status == 401 {
+        "log in with `ranklog login`, or check RANKLOG_TRACKING_USERNAME/_PASSWORD/_TOKEN"
+    } else {
+        "ask an admin of the server for EDIT permission on the experiment, or log in as another user with `ranklog login`"
     }
 }
 

@@ -14,6 +14,7 @@ mod run;
 mod settings;
 pub mod store;
 mod strategy;
+pub mod sync;
 mod sys;
 
 pub use error::{Error, Result};

@@ -21,6 +21,10 @@
 //! | `RANKLOG_DISABLE_GIT` | `1` turns off [`Settings::capture_git`] | git captured |
 //! | `RANKLOG_TRACKING_URI`, `MLFLOW_TRACKING_URI` | [`Settings::tracking_uri`] | none |
 //! | `RANKLOG_EXPORT_WANDB` | [`Settings::export_wandb`] | no export |
+//! | `RANKLOG_TRACKING_USERNAME`/`_PASSWORD`, `MLFLOW_TRACKING_USERNAME`/`_PASSWORD` | basic-auth credentials for the tracking server | `ranklog login`'s file |
+//! | `RANKLOG_TRACKING_TOKEN`, `MLFLOW_TRACKING_TOKEN` | bearer token for the tracking server | `ranklog login`'s file |
+//! | `RANKLOG_CONFIG_DIR` | where `ranklog login` keeps credentials | `$XDG_CONFIG_HOME/ranklog` or `~/.config/ranklog` |
+//! | `RANKLOG_UPLOAD_TIMEOUT_S` | [`Settings::upload_timeout`] | 30 |
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -126,6 +130,7 @@ pub struct Settings {
     connect_timeout: Option<Duration>,
     straggler_timeout: Option<Duration>,
     export_wandb: Option<PathBuf>,
+    upload_timeout: Option<Duration>,
 }
 
 /// Settings with every value decided.
@@ -152,6 +157,7 @@ pub(crate) struct Resolved {
     /// How this rank reaches rank 0, for a single-writer job of several ranks.
     pub queue: Option<QueueConfig>,
     pub export_wandb: Option<PathBuf>,
+    pub upload_timeout: Duration,
 }
 
 const DEFAULT_PROJECT: &str = "uncategorized";
@@ -326,6 +332,14 @@ impl Settings {
         self
     }
 
+    /// How long `finish` waits, in online mode, for the upload to the
+    /// tracking server to catch up (default 30 s); what is left is uploaded
+    /// later with `ranklog sync`.
+    pub fn upload_timeout(mut self, timeout: Duration) -> Settings {
+        self.upload_timeout = Some(timeout);
+        self
+    }
+
     /// The root directory these settings resolve to: [`Settings::dir`], else
     /// `RANKLOG_DIR`, else `./ranklog`.
     pub fn root(&self) -> PathBuf {
@@ -455,7 +469,13 @@ impl Settings {
                 reason: "the queue must hold at least one row".into(),
             });
         }
+        let upload_timeout = match (self.upload_timeout, env("RANKLOG_UPLOAD_TIMEOUT_S")) {
+            (Some(d), _) => d,
+            (None, Some(v)) => Duration::from_secs(parse_env("RANKLOG_UPLOAD_TIMEOUT_S", &v)?),
+            (None, None) => Duration::from_secs(30),
+        };
         Ok(Resolved {
+            upload_timeout,
             project,
             root: self
                 .dir
@@ -583,6 +603,57 @@ impl Settings {
     }
 }
 
+/// The tracking server from the environment: `RANKLOG_TRACKING_URI`, else
+/// `MLFLOW_TRACKING_URI`.
+pub(crate) fn tracking_uri_from_env() -> Option<String> {
+    env_var("RANKLOG_TRACKING_URI").or_else(|| env_var("MLFLOW_TRACKING_URI"))
+}
+
+/// Credentials for a tracking server named by environment variables.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub(crate) struct EnvCredentials {
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub token: Option<String>,
+}
+
+impl std::fmt::Debug for EnvCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EnvCredentials")
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// Reads `RANKLOG_TRACKING_USERNAME`/`_PASSWORD`/`_TOKEN`, each falling back
+/// to its `MLFLOW_TRACKING_*` name.
+pub(crate) fn tracking_credentials_with(env: &dyn Fn(&str) -> Option<String>) -> EnvCredentials {
+    let pick = |what: &str| {
+        env(&format!("RANKLOG_TRACKING_{what}")).or_else(|| env(&format!("MLFLOW_TRACKING_{what}")))
+    };
+    EnvCredentials {
+        username: pick("USERNAME"),
+        password: pick("PASSWORD"),
+        token: pick("TOKEN"),
+    }
+}
+
+/// [`tracking_credentials_with`] over the process environment.
+pub(crate) fn tracking_credentials() -> EnvCredentials {
+    tracking_credentials_with(&env_var)
+}
+
+/// The per-user folder of ranklog's own files (credentials):
+/// `RANKLOG_CONFIG_DIR`, else `$XDG_CONFIG_HOME/ranklog`, else `~/.config/ranklog`.
+pub(crate) fn config_dir() -> Option<PathBuf> {
+    env_var("RANKLOG_CONFIG_DIR")
+        .map(PathBuf::from)
+        .or_else(|| env_var("XDG_CONFIG_HOME").map(|d| PathBuf::from(d).join("ranklog")))
+        .or_else(|| env_var("HOME").map(|h| PathBuf::from(h).join(".config").join("ranklog")))
+}
+
 fn env_var(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
@@ -652,6 +723,18 @@ mod tests {
         let r = Settings::new().resolve_with(&with(&[("MLFLOW_TRACKING_URI", "http://h:5000")]))?;
         assert_eq!(r.mode, Mode::Online);
         Ok(())
+    }
+
+    #[test]
+    fn ranklog_credentials_win_over_mlflow_ones() {
+        let c = tracking_credentials_with(&with(&[
+            ("MLFLOW_TRACKING_USERNAME", "m"),
+            ("RANKLOG_TRACKING_USERNAME", "r"),
+            ("MLFLOW_TRACKING_PASSWORD", "secret-pw"),
+        ]));
+        assert_eq!(c.username.as_deref(), Some("r"));
+        assert_eq!(c.password.as_deref(), Some("secret-pw"));
+        assert!(!format!("{c:?}").contains("secret-pw"));
     }
 
     #[test]

@@ -348,17 +348,6 @@ fn fail_marks_the_run_failed() -> ranklog::Result<()> {
 }
 
 #[test]
-fn online_mode_is_a_clear_error_for_now() {
-    let root = temp_root();
-    let e = ranklog::init(
-        offline(root.path())
-            .mode(Mode::Online)
-            .tracking_uri("http://127.0.0.1:9"),
-    );
-    assert!(matches!(e, Err(Error::OnlineUnavailable { .. })), "{e:?}");
-}
-
-#[test]
 fn a_forked_child_gets_a_clear_error() -> ranklog::Result<()> {
     let root = temp_root();
     let run = ranklog::init(offline(root.path()))?;

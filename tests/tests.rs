@@ -3,7 +3,9 @@
 mod cli;
 mod export;
 mod group;
+mod interop_mlflow;
 mod queue;
 mod runs;
 mod store;
+mod sync;
 mod util;

@@ -55,8 +55,9 @@ use sink::{LocalSink, Sink, SinkError};
 /// [`Error::RankEnvironment`] for inconsistent launcher variables,
 /// [`Error::GroupRequired`] for a grouped job of several ranks without a group,
 /// [`Error::RunIdExists`] when the id is taken in the root, [`Error::Write`]
-/// when the root cannot be written, [`Error::OnlineUnavailable`] for online
-/// mode.
+/// when the root cannot be written, [`Error::NoTrackingServer`] for online
+/// mode without a tracking server. An unreachable server is not an error:
+/// the run goes on locally and the upload is retried (see [`crate::sync`]).
 ///
 /// # Examples
 ///
@@ -94,20 +95,15 @@ pub fn init(settings: Settings) -> Result<Run> {
     let inner = match cfg.mode {
         Mode::Disabled => Inner::disabled(&cfg)?,
         _ if silent_rank => Inner::disabled(&cfg)?,
-        Mode::Offline => match (&cfg.queue, cfg.rank) {
+        Mode::Offline | Mode::Online => match (&cfg.queue, cfg.rank) {
             (Some(queue), Some(rank)) if rank.rank > 0 => Inner::worker(&cfg, queue, &rank)?,
-            (Some(queue), Some(rank)) => Inner::offline(&cfg, |local, id, name| {
+            (Some(queue), Some(rank)) => Inner::local(&cfg, |local, id, name| {
                 Ok(Sink::Owner(crate::queue::start_owner(
                     queue, &rank, local, id, name,
                 )?))
             })?,
-            _ => Inner::offline(&cfg, |local, _, _| Ok(local))?,
+            _ => Inner::local(&cfg, |local, _, _| Ok(local))?,
         },
-        Mode::Online => {
-            return Err(Error::OnlineUnavailable {
-                uri: cfg.tracking_uri.unwrap_or_default(),
-            })
-        }
     };
     let inner = Arc::new(inner);
     registry::register(&inner);
@@ -144,6 +140,8 @@ pub struct Finished {
     pub duration: Duration,
     /// Rows this rank dropped under [`crate::queue::Policy::DropNewest`].
     pub dropped: u64,
+    /// In online mode, where the upload to the tracking server stood.
+    pub upload: Option<crate::sync::UploadStatus>,
 }
 
 pub(crate) struct Inner {
@@ -155,6 +153,9 @@ pub(crate) struct Inner {
     finish_timeout: Duration,
     /// Where to export a W&B offline run at finish, if anywhere.
     export_wandb: Option<PathBuf>,
+    upload_timeout: Duration,
+    /// The live upload of an online run.
+    upload: Option<crate::sync::live::LiveUpload>,
     /// Fork generation and pid at creation: a forked child must not use the run.
     fork_generation: u64,
     pid: u32,
@@ -188,12 +189,16 @@ impl Inner {
         ))
     }
 
-    /// A run with its own directory; `wrap` may put the local writer behind
-    /// another sink (the single-writer owner).
-    fn offline(
-        cfg: &Resolved,
-        wrap: impl FnOnce(Sink, &str, &str) -> Result<Sink>,
-    ) -> Result<Inner> {
+    /// A run with its own directory (offline, or online with a live
+    /// upload); `wrap` may put the local writer behind another sink (the
+    /// single-writer owner).
+    fn local(cfg: &Resolved, wrap: impl FnOnce(Sink, &str, &str) -> Result<Sink>) -> Result<Inner> {
+        let target = match cfg.mode {
+            Mode::Online => Some(crate::sync::Target::new(
+                cfg.tracking_uri.clone().ok_or(Error::NoTrackingServer)?,
+            )),
+            _ => None,
+        };
         let id = match &cfg.id {
             Some(id) => id.clone(),
             None => identity::new_id()?,
@@ -271,7 +276,10 @@ impl Inner {
             cfg.flush_interval,
         )?);
         let sink = wrap(local, &id, &name)?;
-        let inner = Inner::new(id, name, Some(dir), start_unix_us, cfg, sink);
+        let mut inner = Inner::new(id, name, Some(dir.clone()), start_unix_us, cfg, sink);
+        if let Some(target) = target {
+            inner.upload = Some(crate::sync::live::LiveUpload::start(&dir, target));
+        }
         if cfg.capture_git {
             inner.start_git_capture();
         }
@@ -316,6 +324,8 @@ impl Inner {
             silent: cfg.silent,
             finish_timeout: cfg.finish_timeout,
             export_wandb: cfg.export_wandb.clone(),
+            upload_timeout: cfg.upload_timeout,
+            upload: None,
             fork_generation: registry::fork_generation(),
             pid: std::process::id(),
             rank: cfg.rank.map_or(0, |r| r.rank),
@@ -435,8 +445,9 @@ impl Inner {
             }
         };
         let failure = report.as_mut().and_then(|r| r.failure.take());
-        let done = self.finished_with(name, exit_state, report.as_ref(), t_us);
+        let mut done = self.finished_with(name, exit_state, report.as_ref(), t_us);
         let (steps, points, log_bytes) = (done.steps, done.points, done.log_bytes);
+        done.upload = self.upload.as_ref().map(|u| u.finish(self.upload_timeout));
         state.finished = Some(done.clone());
         drop(state);
         if !self.silent {
@@ -453,6 +464,7 @@ impl Inner {
                     log_bytes,
                     done.duration.as_secs_f64(),
                     dir,
+                    done.upload.as_ref(),
                 );
             }
         }
@@ -489,6 +501,7 @@ impl Inner {
             log_bytes: report.map_or(0, |r| r.log_bytes),
             dropped: report.map_or(0, |r| r.dropped),
             duration: Duration::from_micros(t_us.max(0) as u64),
+            upload: None,
         }
     }
 }

@@ -3,9 +3,11 @@
 mod export;
 mod group;
 mod launch;
+mod login;
 mod plot;
 mod runs;
 mod show;
+mod sync;
 mod table;
 
 use std::path::PathBuf;
@@ -33,6 +35,10 @@ enum Command {
     Launch(launch::Args),
     /// Export runs to another tracker's offline format (W&B).
     Export(export::Args),
+    /// Upload runs to an MLflow tracking server, resuming where the last upload stopped.
+    Sync(sync::Args),
+    /// Save credentials for a tracking server (mode 0600).
+    Login(login::Args),
 }
 
 /// The root directory: `--dir`, else `RANKLOG_DIR`, else `./ranklog`.
@@ -51,6 +57,8 @@ fn main() -> ExitCode {
         Command::Group(args) => group::run(args),
         Command::Launch(args) => launch::run(args),
         Command::Export(args) => export::run(args),
+        Command::Sync(args) => sync::run(args),
+        Command::Login(args) => login::run(args),
     };
     match result {
         Ok(code) => code,

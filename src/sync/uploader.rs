@@ -1,0 +1,606 @@
+//! The uploader: tails a run log from its acknowledged offset and ships it.
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use serde_json::{json, Value};
+use tokio::sync::Notify;
+
+use super::batch;
+use super::client::{Answer, Client, Failure};
+use super::mapping::{self, Item, Mapper, RemoteStatus};
+use super::state::{SyncState, UploadLock};
+use super::{SyncReport, Target};
+use crate::error::{Error, Result};
+use crate::record::{Record, Start};
+use crate::store::{self, Meta, Reader, HEADER_LEN};
+
+/// Items kept ready beyond one batch; the log is the backlog, not memory.
+const QUEUE_TARGET: usize = batch::MAX_ENTITIES * 2;
+/// Batches of metrics sent at once (MLflow's server runs 4 workers by default).
+pub(crate) const IN_FLIGHT: usize = 4;
+/// A batch being sent (or `None`: nothing to send), the offset it
+/// acknowledges, and its metric count.
+type InFlight = (
+    Option<tokio::task::JoinHandle<Result<()>>>,
+    Option<u64>,
+    u64,
+);
+/// How often a caught-up live uploader looks for new data.
+const POLL: Duration = Duration::from_millis(200);
+/// First and longest wait between retries.
+const BACKOFF_MIN: Duration = Duration::from_millis(250);
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+
+/// How a run is ended on the server when its log has no exit record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Unfinished {
+    /// The writer is gone: the remote run is set to KILLED.
+    Kill,
+    /// The writer is alive (or may be): the remote run stays RUNNING.
+    Leave,
+}
+
+/// Signals from the run that owns a live uploader.
+#[derive(Default)]
+pub(crate) struct Control {
+    /// The log is complete (its exit record is written): upload the rest, then stop.
+    finishing: AtomicBool,
+    /// Give up at this time (set with `finishing`).
+    stop_at: Mutex<Option<Instant>>,
+    /// Wakes a sleeping uploader.
+    pub notify: Notify,
+    /// Whether the "server unreachable" warning was given.
+    warned: AtomicBool,
+}
+
+impl Control {
+    pub(crate) fn finish_by(&self, deadline: Instant) {
+        *self.stop_at.lock() = Some(deadline);
+        self.finishing.store(true, Ordering::SeqCst);
+        self.notify.notify_one();
+    }
+
+    fn finishing(&self) -> bool {
+        self.finishing.load(Ordering::SeqCst)
+    }
+
+    fn expired(&self) -> bool {
+        self.stop_at.lock().is_some_and(|t| Instant::now() >= t)
+    }
+}
+
+/// How hard to retry.
+#[derive(Clone, Copy)]
+pub(crate) enum Persistence {
+    /// `ranklog sync`: give up after this long without progress.
+    GiveUpAfter(Duration),
+    /// A live run: until the run's [`Control`] says stop; warn once.
+    Live,
+}
+
+/// Uploads one run directory to one tracking server; see the [module docs](super).
+pub struct Uploader {
+    dir: PathBuf,
+    log: PathBuf,
+    retry: Retry,
+    state: SyncState,
+    start: Start,
+    meta: Option<Meta>,
+    mapper: Mapper,
+    queue: VecDeque<Item>,
+    reader: Option<Reader>,
+    read_pos: u64,
+    at_end: bool,
+    points: u64,
+    _lock: UploadLock,
+}
+
+impl std::fmt::Debug for Uploader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Uploader")
+            .field("dir", &self.dir)
+            .field("client", &self.retry.client)
+            .field("state", &self.state)
+            .finish()
+    }
+}
+
+impl Uploader {
+    /// Opens a run directory for upload to `target`: takes the upload lock,
+    /// reads `sync.json` and replays the already-acknowledged part of the
+    /// log (without sending it) to rebuild key ids and params.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::SyncInProgress`] if another process uploads this run,
+    /// [`Error::Read`]/[`Error::NotARunLog`] if the log cannot be read, and
+    /// the URI errors of [`Target`].
+    pub fn open(dir: &Path, target: &Target) -> Result<Uploader> {
+        Uploader::open_with(
+            dir,
+            target,
+            Arc::new(Control::default()),
+            Persistence::GiveUpAfter(Duration::from_secs(60)),
+        )
+    }
+
+    pub(crate) fn open_with(
+        dir: &Path,
+        target: &Target,
+        control: Arc<Control>,
+        persistence: Persistence,
+    ) -> Result<Uploader> {
+        let lock = UploadLock::try_acquire(dir)?;
+        let mut client = Client::new(&target.server, target.credentials.clone())?;
+        let state = match SyncState::load(dir)? {
+            Some(s) if s.server == client.server() => s,
+            _ => SyncState {
+                server: client.server().to_string(),
+                ..SyncState::default()
+            },
+        };
+        let log = dir.join(store::LOG_FILE);
+        let mut reader = Reader::open(&log)?;
+        let start = match reader.next() {
+            Some(Record::Start(s)) => *s,
+            _ => {
+                return Err(Error::NotARunLog {
+                    path: log,
+                    reason: "it does not begin with a start record".into(),
+                })
+            }
+        };
+        client.experiment = start.project.clone();
+        let meta = std::fs::read(dir.join(store::META_FILE))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Meta>(&b).ok());
+        let mut mapper = Mapper::new(&start);
+        // Replay what the server already has, to know keys and params.
+        let acked = state.acked_offset.max(HEADER_LEN as u64);
+        while reader.offset() < acked {
+            match reader.next() {
+                Some(r) => mapper.apply(r, &mut |_| {}),
+                None => break,
+            }
+        }
+        let read_pos = reader.offset();
+        Ok(Uploader {
+            dir: dir.to_path_buf(),
+            log,
+            retry: Retry {
+                client,
+                control,
+                persistence,
+            },
+            state,
+            start,
+            meta,
+            mapper,
+            queue: VecDeque::new(),
+            reader: Some(reader),
+            read_pos,
+            at_end: false,
+            points: 0,
+            _lock: lock,
+        })
+    }
+
+    /// How long [`Uploader::run`] keeps retrying a server that is down
+    /// (connection errors, 429, 5xx) without progress (default 60 s).
+    #[must_use]
+    pub fn retry_for(mut self, limit: Duration) -> Uploader {
+        self.retry.persistence = Persistence::GiveUpAfter(limit);
+        self
+    }
+
+    /// The upload state as last acknowledged.
+    pub fn state(&self) -> &SyncState {
+        &self.state
+    }
+
+    /// Uploads everything in the log, then ends the remote run: with the
+    /// log's exit status, or `KILLED` if `kill_unfinished` and the log has no
+    /// exit record. Calls `progress(acked_bytes)` after each batch.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::PermissionDenied`], [`Error::ServerRejected`],
+    /// [`Error::NotMlflow`], [`Error::TlsFailure`] at once;
+    /// [`Error::ConnectionRefused`], [`Error::UnknownHost`] or
+    /// [`Error::ServerUnavailable`] once retries gave up. What was
+    /// acknowledged before stays acknowledged.
+    pub fn run(
+        mut self,
+        kill_unfinished: bool,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<SyncReport> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|source| Error::Write {
+                path: self.dir.clone(),
+                source,
+            })?;
+        let unfinished = if kill_unfinished {
+            Unfinished::Kill
+        } else {
+            Unfinished::Leave
+        };
+        let result = rt.block_on(self.upload(unfinished, false, progress));
+        result.map(|()| self.report())
+    }
+
+    /// What has been done so far.
+    pub(crate) fn report(&self) -> SyncReport {
+        SyncReport {
+            server: self.state.server.clone(),
+            experiment_id: self.state.experiment_id.clone(),
+            remote_run_id: self.state.remote_run_id.clone(),
+            acked_bytes: self.state.acked_offset,
+            log_bytes: std::fs::metadata(&self.log).map(|m| m.len()).unwrap_or(0),
+            points: self.points,
+            status: self.state.status.clone(),
+        }
+    }
+
+    /// The upload loop. `live`: keep tailing until the control says finish.
+    ///
+    /// Batches of metrics only go out up to [`IN_FLIGHT`] at a time (metrics
+    /// are a set on the server, so their order does not matter); a batch with
+    /// params or tags waits for every earlier batch, so the last value of a
+    /// tag is the one that stays. Offsets are acknowledged in log order.
+    pub(crate) async fn upload(
+        &mut self,
+        unfinished: Unfinished,
+        live: bool,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<()> {
+        self.ensure_remote().await?;
+        let mut inflight = VecDeque::new();
+        let result = self.pump(&mut inflight, unfinished, live, progress).await;
+        for (task, _, _) in inflight {
+            if let Some(t) = task {
+                t.abort();
+            }
+        }
+        result
+    }
+
+    async fn pump(
+        &mut self,
+        inflight: &mut VecDeque<InFlight>,
+        unfinished: Unfinished,
+        live: bool,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<()> {
+        let run_id = self.state.remote_run_id.clone().unwrap_or_default();
+        loop {
+            self.fill()?;
+            let mut batch = batch::cut(&mut self.queue);
+            if batch.is_empty() {
+                inflight.push_back((None, batch.ack, 0));
+            } else if batch.only_metrics() {
+                while inflight.len() >= IN_FLIGHT {
+                    self.complete_front(inflight, progress).await?;
+                }
+                let body = batch.body(&run_id);
+                let retry = self.retry.clone();
+                let task = tokio::spawn(async move {
+                    retry
+                        .run(|c| c.post_ok_owned("runs/log-batch", body.clone()))
+                        .await
+                        .map(drop)
+                });
+                inflight.push_back((Some(task), batch.ack, batch.metrics() as u64));
+            } else {
+                while !inflight.is_empty() {
+                    self.complete_front(inflight, progress).await?;
+                }
+                let body = batch.body(&run_id);
+                self.retry
+                    .run(|c| c.post_ok_owned("runs/log-batch", body.clone()))
+                    .await?;
+                inflight.push_back((None, batch.ack, batch.metrics() as u64));
+            }
+            // Acknowledge what is already done, without waiting.
+            while inflight
+                .front()
+                .is_some_and(|(t, _, _)| t.as_ref().is_none_or(|t| t.is_finished()))
+            {
+                self.complete_front(inflight, progress).await?;
+            }
+            if !self.queue.is_empty() || !self.at_end {
+                continue;
+            }
+            // Caught up with the log.
+            while !inflight.is_empty() {
+                self.complete_front(inflight, progress).await?;
+            }
+            if self.state.status.is_some() {
+                return Ok(());
+            }
+            if let Some((status, end_ms)) = self.mapper.exit {
+                return self.end_remote(status, end_ms).await;
+            }
+            if !live {
+                if unfinished == Unfinished::Kill {
+                    let end = self.mapper.epoch_ms(self.mapper.last_t_us);
+                    return self.end_remote(RemoteStatus::Killed, end).await;
+                }
+                return Ok(());
+            }
+            let control = &self.retry.control;
+            if control.finishing() && control.expired() {
+                return Ok(());
+            }
+            let _ = tokio::time::timeout(POLL, control.notify.notified()).await;
+        }
+    }
+
+    /// Waits for the oldest batch and saves its offset.
+    async fn complete_front(
+        &mut self,
+        inflight: &mut VecDeque<InFlight>,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<()> {
+        let Some((task, ack, points)) = inflight.pop_front() else {
+            return Ok(());
+        };
+        if let Some(task) = task {
+            match task.await {
+                Ok(result) => result?,
+                Err(e) => {
+                    return Err(Error::ServerUnavailable {
+                        server: self.retry.client.server().to_string(),
+                        detail: format!("upload task ended: {e}"),
+                    })
+                }
+            }
+        }
+        self.points += points;
+        if let Some(ack) = ack {
+            if ack > self.state.acked_offset {
+                self.state.acked_offset = ack;
+                self.state.save(&self.dir)?;
+                progress(ack);
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads records into the queue until it holds enough or the log ends.
+    fn fill(&mut self) -> Result<()> {
+        self.at_end = false;
+        while self.queue.len() < QUEUE_TARGET {
+            if self.reader.is_none() {
+                self.reader = Some(Reader::open_at(&self.log, self.read_pos)?);
+            }
+            let Some(reader) = self.reader.as_mut() else {
+                break;
+            };
+            match reader.next() {
+                Some(record) => {
+                    let queue = &mut self.queue;
+                    self.mapper.apply(record, &mut |i| queue.push_back(i));
+                    let at = reader.offset();
+                    if at > self.read_pos {
+                        self.read_pos = at;
+                        self.queue.push_back(Item::Checkpoint(at));
+                    }
+                }
+                None => {
+                    self.read_pos = reader.offset();
+                    self.reader = None;
+                    self.at_end = true;
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Finds or creates the experiment and the remote run.
+    async fn ensure_remote(&mut self) -> Result<()> {
+        if self.state.remote_run_id.is_some() {
+            return Ok(());
+        }
+        let experiment_id = match self.state.experiment_id.clone() {
+            Some(id) => id,
+            None => self.experiment_id().await?,
+        };
+        self.state.experiment_id = Some(experiment_id.clone());
+        // A crash between creating the run and saving its id must not make a
+        // second run: look for it by its ranklog id first.
+        let filter = format!(
+            "tags.`ranklog.run_id` = '{}'",
+            self.start.id.replace('\'', "")
+        );
+        let body = json!({
+            "experiment_ids": [experiment_id],
+            "filter": filter,
+            "max_results": 10,
+        })
+        .to_string()
+        .into_bytes();
+        let found = self
+            .retry
+            .run(|c| c.post_ok_owned("runs/search", body.clone()))
+            .await?;
+        let existing = found["runs"]
+            .as_array()
+            .and_then(|runs| runs.first())
+            .and_then(|r| r["info"]["run_id"].as_str())
+            .map(str::to_string);
+        let run_id = match existing {
+            Some(id) => id,
+            None => {
+                let tags: Vec<Value> =
+                    mapping::start_tags(&self.start, self.meta.as_ref().and_then(|m| m.rank))
+                        .into_iter()
+                        .map(|(k, v)| json!({"key": k, "value": v}))
+                        .collect();
+                let body = json!({
+                    "experiment_id": experiment_id,
+                    "run_name": self.start.name,
+                    "start_time": self.start.start_unix_us.div_euclid(1000),
+                    "tags": tags,
+                })
+                .to_string()
+                .into_bytes();
+                let created = self
+                    .retry
+                    .run(|c| c.post_ok_owned("runs/create", body.clone()))
+                    .await?;
+                created["run"]["info"]["run_id"]
+                    .as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| Error::NotMlflow {
+                        server: self.retry.client.server().to_string(),
+                        path: "/api/2.0/mlflow/runs/create".into(),
+                        status: 200,
+                    })?
+            }
+        };
+        self.state.remote_run_id = Some(run_id);
+        self.state.save(&self.dir)
+    }
+
+    /// The id of the project's experiment, created if needed; safe when many
+    /// ranks create it at once.
+    async fn experiment_id(&mut self) -> Result<String> {
+        let name = self.start.project.clone();
+        for _ in 0..3 {
+            let n = name.clone();
+            let got = self
+                .retry
+                .run(move |c| c.get_owned("experiments/get-by-name", "experiment_name", n.clone()))
+                .await?;
+            match got {
+                Answer::Ok(v) => {
+                    if let Some(id) = v["experiment"]["experiment_id"].as_str() {
+                        return Ok(id.to_string());
+                    }
+                }
+                Answer::Api(e) if e.code == "RESOURCE_DOES_NOT_EXIST" => {}
+                Answer::Api(e) => {
+                    return Err(self.retry.client.rejected("experiments/get-by-name", e));
+                }
+            }
+            let body = json!({ "name": name }).to_string().into_bytes();
+            let created = self
+                .retry
+                .run(|c| c.post_owned("experiments/create", body.clone()))
+                .await?;
+            match created {
+                Answer::Ok(v) => {
+                    if let Some(id) = v["experiment_id"].as_str() {
+                        return Ok(id.to_string());
+                    }
+                }
+                // Another rank created it first: get it again.
+                Answer::Api(e) if e.code == "RESOURCE_ALREADY_EXISTS" => {}
+                Answer::Api(e) => return Err(self.retry.client.rejected("experiments/create", e)),
+            }
+        }
+        Err(Error::ServerRejected {
+            server: self.retry.client.server().to_string(),
+            path: "/api/2.0/mlflow/experiments/create".into(),
+            status: 400,
+            code: "RESOURCE_ALREADY_EXISTS".into(),
+            message: format!(
+                "experiment {name:?} exists but cannot be read by name; it may be deleted (restore or purge it)"
+            ),
+        })
+    }
+
+    async fn end_remote(&mut self, status: RemoteStatus, end_ms: i64) -> Result<()> {
+        let mut body = json!({
+            "run_id": self.state.remote_run_id,
+            "status": status.as_str(),
+            "end_time": end_ms,
+        });
+        if let Some(name) = &self.mapper.name {
+            body["run_name"] = json!(name);
+        }
+        let body = body.to_string().into_bytes();
+        self.retry
+            .run(|c| c.post_ok_owned("runs/update", body.clone()))
+            .await?;
+        self.state.status = Some(status.as_str().to_string());
+        self.state.save(&self.dir)
+    }
+}
+
+/// Retries a request on transient failures, with backoff; cheap to clone
+/// into concurrent batch tasks.
+#[derive(Clone)]
+pub(crate) struct Retry {
+    client: Client,
+    control: Arc<Control>,
+    persistence: Persistence,
+}
+
+impl Retry {
+    /// Runs `call` until it succeeds, fails for good, or retries run out.
+    async fn run<T, F, Fut>(&self, mut call: F) -> Result<T>
+    where
+        F: FnMut(Client) -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<T, Failure>>,
+    {
+        let started = Instant::now();
+        let mut delay = BACKOFF_MIN;
+        loop {
+            match call(self.client.clone()).await {
+                Ok(v) => {
+                    if self.control.warned.swap(false, Ordering::SeqCst) {
+                        tracing::info!(server = %self.client.server(), "ranklog: tracking server reachable again; uploading");
+                    }
+                    return Ok(v);
+                }
+                Err(Failure::Fatal(e)) => return Err(e),
+                Err(Failure::Transient { detail, error }) => {
+                    match self.persistence {
+                        Persistence::GiveUpAfter(limit) => {
+                            if started.elapsed() + delay > limit {
+                                return Err(*error);
+                            }
+                            tracing::debug!(%detail, "ranklog: retrying upload");
+                        }
+                        Persistence::Live => {
+                            if self.control.finishing() && self.control.expired() {
+                                return Err(*error);
+                            }
+                            if !self.control.warned.swap(true, Ordering::SeqCst) {
+                                tracing::warn!(
+                                    server = %self.client.server(),
+                                    %detail,
+                                    "ranklog: cannot reach the tracking server; the run goes on locally and the upload is retried"
+                                );
+                            }
+                        }
+                    }
+                    let _ =
+                        tokio::time::timeout(jitter(delay), self.control.notify.notified()).await;
+                    delay = (delay * 2).min(BACKOFF_MAX);
+                }
+            }
+        }
+    }
+}
+
+/// `d` give or take a quarter, so that 64 ranks do not retry in step.
+fn jitter(d: Duration) -> Duration {
+    let mut b = [0u8; 2];
+    let r = if getrandom::fill(&mut b).is_ok() {
+        u16::from_le_bytes(b)
+    } else {
+        0x8000
+    };
+    let f = 0.75 + 0.5 * (f64::from(r) / f64::from(u16::MAX));
+    d.mul_f64(f)
+}
