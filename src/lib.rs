@@ -14,6 +14,7 @@ mod settings;
 pub mod store;
 mod strategy;
 mod sys;
+pub mod ui;
 
 pub use error::{Error, Result};
 pub use group::GroupView;

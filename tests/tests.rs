@@ -5,4 +5,5 @@ mod group;
 mod queue;
 mod runs;
 mod store;
+mod ui;
 mod util;

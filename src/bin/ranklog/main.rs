@@ -6,6 +6,7 @@ mod plot;
 mod runs;
 mod show;
 mod table;
+mod ui;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -30,6 +31,8 @@ enum Command {
     Group(group::Args),
     /// Start N ranks of a command on this host (torchrun variables + group).
     Launch(launch::Args),
+    /// Serve a local web page of the runs and group views (like tensorboard --logdir).
+    Ui(ui::Args),
 }
 
 /// The root directory: `--dir`, else `RANKLOG_DIR`, else `./ranklog`.
@@ -47,6 +50,7 @@ fn main() -> ExitCode {
         Command::Show(args) => show::run(args),
         Command::Group(args) => group::run(args),
         Command::Launch(args) => launch::run(args),
+        Command::Ui(args) => ui::run(args),
     };
     match result {
         Ok(code) => code,
