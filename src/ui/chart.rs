@@ -111,7 +111,7 @@ impl Chart {
         let mut o = String::with_capacity(4096 + self.lines.len() * 2048);
         let _ = write!(
             o,
-            "<svg viewBox=\"0 0 {WIDTH} {HEIGHT}\" role=\"img\" aria-label=\"{}\" preserveAspectRatio=\"none\">",
+            "<svg viewBox=\"0 0 {WIDTH} {HEIGHT}\" role=\"img\" aria-label=\"{}\">",
             attr(title)
         );
         self.axes(&s, &mut o);

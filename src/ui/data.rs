@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -68,7 +69,57 @@ fn stamp(paths: &[PathBuf]) -> Stamp {
 #[derive(Default)]
 pub(crate) struct Cache {
     infos: Mutex<HashMap<PathBuf, (Stamp, RunInfo)>>,
-    groups: Mutex<HashMap<String, Arc<Mutex<Option<CachedGroup>>>>>,
+    groups: Mutex<HashMap<String, Arc<GroupSlot>>>,
+}
+
+/// One group's cached view, and the lock that lets one read run at a time.
+#[derive(Default)]
+struct GroupSlot {
+    cached: Mutex<Option<CachedGroup>>,
+    loading: Mutex<()>,
+    refreshing: AtomicBool,
+}
+
+impl GroupSlot {
+    /// Reads the view unless another thread read one newer than `older_than`
+    /// while this one waited for its turn.
+    fn load(
+        &self,
+        root: &Path,
+        group: &str,
+        older_than: Option<Instant>,
+    ) -> Result<Arc<GroupView>> {
+        let _turn = self.loading.lock();
+        if let Some(c) = self.cached.lock().as_ref() {
+            if older_than.is_none_or(|t| c.at > t) {
+                return Ok(c.view.clone());
+            }
+        }
+        let st = stamp(&member_logs(root, group));
+        let t = Instant::now();
+        let loaded = GroupView::load_with(
+            root,
+            group,
+            GroupOptions {
+                resolution: RESOLUTION,
+                ..GroupOptions::default()
+            },
+        );
+        let view = match loaded {
+            Ok(v) => Arc::new(v),
+            Err(e) => {
+                *self.cached.lock() = None;
+                return Err(e);
+            }
+        };
+        *self.cached.lock() = Some(CachedGroup {
+            stamp: st,
+            view: view.clone(),
+            at: Instant::now(),
+            took: t.elapsed(),
+        });
+        Ok(view)
+    }
 }
 
 struct CachedGroup {
@@ -139,9 +190,12 @@ impl Cache {
         Ok(info)
     }
 
-    /// The view of `group`, read again only when a member's log changed (and
-    /// then at most once per twice the time the last read took), or while a
-    /// member runs.
+    /// The view of `group`.
+    ///
+    /// The first request reads it; later ones get the cached view at once.
+    /// When a member's log has changed (or a member is running) and the
+    /// cached view is older than twice the time its read took (at least a
+    /// second), a background thread reads it again for the next request.
     pub fn group(&self, root: &Path, group: &str) -> Result<Arc<GroupView>> {
         let slot = self
             .groups
@@ -149,34 +203,40 @@ impl Cache {
             .entry(group.to_string())
             .or_default()
             .clone();
-        let mut slot = slot.lock();
-        if let Some(c) = slot.as_ref() {
-            let min_age = (c.took * 2).max(Duration::from_secs(1));
-            if c.at.elapsed() < min_age {
-                return Ok(c.view.clone());
+        let cached = slot
+            .cached
+            .lock()
+            .as_ref()
+            .map(|c| (c.view.clone(), c.at, c.took, c.stamp.clone()));
+        let Some((view, at, took, old_stamp)) = cached else {
+            return slot.load(root, group, None);
+        };
+        if at.elapsed() < (took * 2).max(Duration::from_secs(1)) {
+            return Ok(view);
+        }
+        let running = view.ranks.iter().any(|r| r.state == RunState::Running);
+        if !running && stamp(&member_logs(root, group)) == old_stamp {
+            if let Some(c) = slot.cached.lock().as_mut() {
+                c.at = Instant::now();
             }
-            let running = c.view.ranks.iter().any(|r| r.state == RunState::Running);
-            if !running && stamp(&member_logs(root, group)) == c.stamp {
-                return Ok(c.view.clone());
+            return Ok(view);
+        }
+        if !slot.refreshing.swap(true, Ordering::AcqRel) {
+            let (bg_slot, bg_root, bg_group) =
+                (slot.clone(), root.to_path_buf(), group.to_string());
+            let spawned = std::thread::Builder::new()
+                .name("ranklog-ui-refresh".into())
+                .spawn(move || {
+                    if let Err(e) = bg_slot.load(&bg_root, &bg_group, Some(at)) {
+                        tracing::debug!(group = %bg_group, error = %e, "ranklog ui: cannot read group");
+                    }
+                    bg_slot.refreshing.store(false, Ordering::Release);
+                });
+            if spawned.is_err() {
+                slot.refreshing.store(false, Ordering::Release);
+                return slot.load(root, group, Some(at));
             }
         }
-        let logs = member_logs(root, group);
-        let st = stamp(&logs);
-        let t = Instant::now();
-        let view = Arc::new(GroupView::load_with(
-            root,
-            group,
-            GroupOptions {
-                resolution: RESOLUTION,
-                ..GroupOptions::default()
-            },
-        )?);
-        *slot = Some(CachedGroup {
-            stamp: st,
-            view: view.clone(),
-            at: Instant::now(),
-            took: t.elapsed(),
-        });
         Ok(view)
     }
 

@@ -50,8 +50,19 @@ pub(crate) fn number(v: f64) -> String {
     } else if v != 0.0 && (v.abs() >= 1e6 || v.abs() < 1e-4) {
         format!("{v:.3e}")
     } else {
-        let s = format!("{v:.6}");
-        let s = s.trim_end_matches('0').trim_end_matches('.');
+        // Five significant digits.
+        let magnitude = if v == 0.0 {
+            0
+        } else {
+            v.abs().log10().floor() as i32
+        };
+        let decimals = (4 - magnitude.clamp(-10, 10)).clamp(0, 9) as usize;
+        let s = format!("{v:.decimals$}");
+        let s = if s.contains('.') {
+            s.trim_end_matches('0').trim_end_matches('.')
+        } else {
+            &s
+        };
         if s == "-0" { "0" } else { s }.to_string()
     }
 }
@@ -78,7 +89,7 @@ pub(crate) fn page(title: &str, before_live: &str, live: &str, nonce: &str) -> S
     format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
 <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-<title>{} · ranklog</title><style>{STYLE}</style></head>\
+<link rel=\"icon\" href=\"data:,\"><title>{} · ranklog</title><style>{STYLE}</style></head>\
 <body><header><a class=\"home\" href=\"/\">ranklog</a> <span class=\"crumb\">{}</span>\
 <span id=\"status\" class=\"status\"></span></header>{before_live}\
 <main id=\"live\">{live}</main><script nonce=\"{}\">{SCRIPT}</script></body></html>\n",
@@ -96,6 +107,7 @@ header a.home{color:#fff;font-weight:700;text-decoration:none}
 header .crumb{color:#c9d1e0}
 header .status{margin-left:auto;font-size:12px;color:#9fb0cc}
 main,form.filters,section{padding:0 16px}
+section{margin-top:10px}
 h1{font-size:20px;margin:16px 0 8px;word-break:break-all}
 h2{font-size:16px;margin:20px 0 8px}
 table{border-collapse:collapse;background:#fff;margin:4px 0 12px;font-size:13px}
@@ -119,7 +131,7 @@ ul.flags li{color:#a1201b}
 .charts{display:grid;grid-template-columns:repeat(auto-fill,minmax(480px,1fr));gap:12px;margin-bottom:24px}
 figure.chart{margin:0;background:#fff;border:1px solid #e4e7ec;padding:6px}
 figure.chart figcaption{font-weight:600;font-size:13px;word-break:break-all}
-figure.chart svg{width:100%;height:240px;display:block}
+figure.chart svg{width:100%;height:auto;display:block}
 svg .frame{fill:none;stroke:#c8ced8}
 svg .grid{stroke:#eef0f3}
 svg .tick,svg .axis{font-size:10px;fill:#5a6478}
@@ -133,7 +145,7 @@ svg .mean{fill:none;stroke:#111;stroke-width:2.5;vector-effect:non-scaling-strok
 .legend span{border:1px solid #c8ced8;border-radius:8px;padding:0 6px;font-size:12px;cursor:pointer;background:#fff}
 .legend span.on{background:#fff7d6;border-color:#d6b23c}
 .x-time{display:none}
-body.walltime .x-time{display:block}
+body.walltime .x-time{display:grid}
 body.walltime .x-step{display:none}
 form.filters{margin:12px 0;display:flex;gap:12px;align-items:center;flex-wrap:wrap}
 .empty{color:#5a6478}
@@ -207,6 +219,10 @@ mod tests {
         assert_eq!(number(0.25), "0.25");
         assert_eq!(number(f64::NEG_INFINITY), "-inf");
         assert_eq!(number(-0.0), "0");
+        assert_eq!(number(31778.43132), "31778");
+        assert_eq!(number(0.188315), "0.18832");
+        assert_eq!(number(25000.0), "25000");
+        assert_eq!(number(0.0003), "0.0003");
         assert_eq!(duration(185.0), "3m05s");
         assert_eq!(duration(f64::NAN), "0.0s");
     }

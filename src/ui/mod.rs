@@ -21,12 +21,13 @@
 //!
 //! # Size and speed
 //!
-//! Series are down-sampled on the server to at most
-//! [`RESOLUTION`](data::RESOLUTION) points per line (mean per bucket of
-//! steps, with the min–max band), so a page's size grows with ranks ×
-//! metrics, never with steps. Group views are cached and read again only
-//! when a member's log changed, at most once per twice the time the last
-//! read took; at start every group is read once in the background.
+//! Series are down-sampled on the server to at most 240 points per line
+//! (mean per bucket of steps, with the min–max band), so a page's size grows
+//! with ranks × metrics, never with steps. Group views are cached: at start
+//! every group is read once in the background; later requests get the cached
+//! view at once, and when a member's log has changed a background thread
+//! reads the group again (at most once per twice the time the last read
+//! took) for the requests after it.
 //!
 //! # Security
 //!
