@@ -68,8 +68,25 @@ fn stamp(paths: &[PathBuf]) -> Stamp {
 /// crashed, and group views.
 #[derive(Default)]
 pub(crate) struct Cache {
-    infos: Mutex<HashMap<PathBuf, (Stamp, RunInfo)>>,
+    infos: Mutex<HashMap<PathBuf, Listing>>,
     groups: Mutex<HashMap<String, Arc<GroupSlot>>>,
+}
+
+/// A run's listing and where the last read of its log stopped.
+#[derive(Clone)]
+struct Listing {
+    stamp: Stamp,
+    info: RunInfo,
+    tail: Tail,
+}
+
+#[derive(Clone, Default)]
+struct Tail {
+    /// The end of the last frame read (0: nothing read yet).
+    offset: u64,
+    last_step: Option<u64>,
+    last_t_us: i64,
+    exit: Option<crate::record::Exit>,
 }
 
 /// One group's cached view, and the lock that lets one read run at a time.
@@ -168,25 +185,89 @@ impl Cache {
         Ok(rows)
     }
 
+    /// The listing of one run. Ended runs are read from `summary.json`;
+    /// others from their log, going on from where the last read of it
+    /// stopped, so a poll of a long running run reads only what is new.
     fn info(&self, dir: &Path) -> Result<RunInfo> {
-        let files = [
+        let log = dir.join(store::LOG_FILE);
+        let st = stamp(&[
             dir.join(store::META_FILE),
-            dir.join(store::LOG_FILE),
+            log.clone(),
             dir.join(store::SUMMARY_FILE),
-        ];
-        let st = stamp(&files);
-        if let Some((s, info)) = self.infos.lock().get(dir) {
-            if *s == st {
-                return Ok(info.clone());
+        ]);
+        let prev = self.infos.lock().get(dir).cloned();
+        if let Some(p) = &prev {
+            if p.stamp == st {
+                let mut info = p.info.clone();
+                if info.state == RunState::Running {
+                    // A running run can turn crashed without its files changing.
+                    info.state = store::detect_state(&info.meta, None, &log);
+                }
+                return Ok(info);
             }
         }
-        let info = store::info(dir)?;
-        // A running run can turn crashed without its files changing.
-        if info.state != RunState::Running {
-            self.infos
-                .lock()
-                .insert(dir.to_path_buf(), (st, info.clone()));
+        if dir.join(store::SUMMARY_FILE).is_file() {
+            if let Ok(info) = store::info(dir) {
+                self.infos.lock().insert(
+                    dir.to_path_buf(),
+                    Listing {
+                        stamp: st,
+                        info: info.clone(),
+                        tail: Tail::default(),
+                    },
+                );
+                return Ok(info);
+            }
         }
+        let resume = prev.filter(|p| {
+            p.stamp.0.first() == st.0.first()
+                && st.0.get(1).is_some_and(|(len, _)| *len >= p.tail.offset)
+        });
+        let (mut info, mut tail) = match resume {
+            Some(p) => (p.info, p.tail),
+            None => (
+                RunInfo {
+                    dir: dir.to_path_buf(),
+                    meta: store::read_meta(dir)?,
+                    state: RunState::Running,
+                    steps: 0,
+                    duration_s: 0.0,
+                    damage: None,
+                },
+                Tail::default(),
+            ),
+        };
+        let mut reader = Reader::open_at(&log, tail.offset)?;
+        for record in reader.by_ref() {
+            match record {
+                Record::History(row) => {
+                    if tail.last_step != Some(row.step) {
+                        info.steps += 1;
+                        tail.last_step = Some(row.step);
+                    }
+                    tail.last_t_us = tail.last_t_us.max(row.t_us);
+                }
+                Record::Heartbeat { t_us } => tail.last_t_us = tail.last_t_us.max(t_us),
+                Record::Name { name } => info.meta.name = name,
+                Record::Exit(e) => {
+                    tail.last_t_us = tail.last_t_us.max(e.t_us);
+                    tail.exit = Some(e);
+                }
+                _ => {}
+            }
+        }
+        tail.offset = reader.offset().max(store::HEADER_LEN as u64);
+        info.damage = reader.damage().cloned();
+        info.duration_s = tail.last_t_us as f64 / 1e6;
+        info.state = store::detect_state(&info.meta, tail.exit.as_ref(), &log);
+        self.infos.lock().insert(
+            dir.to_path_buf(),
+            Listing {
+                stamp: st,
+                info: info.clone(),
+                tail,
+            },
+        );
         Ok(info)
     }
 
@@ -195,7 +276,8 @@ impl Cache {
     /// The first request reads it; later ones get the cached view at once.
     /// When a member's log has changed (or a member is running) and the
     /// cached view is older than twice the time its read took (at least a
-    /// second), a background thread reads it again for the next request.
+    /// second), a background thread reads it again for the next request;
+    /// when runs joined or left the group, this request reads it again.
     pub fn group(&self, root: &Path, group: &str) -> Result<Arc<GroupView>> {
         let slot = self
             .groups
@@ -215,11 +297,16 @@ impl Cache {
             return Ok(view);
         }
         let running = view.ranks.iter().any(|r| r.state == RunState::Running);
-        if !running && stamp(&member_logs(root, group)) == old_stamp {
+        let now_stamp = stamp(&member_logs(root, group));
+        if !running && now_stamp == old_stamp {
             if let Some(c) = slot.cached.lock().as_mut() {
                 c.at = Instant::now();
             }
             return Ok(view);
+        }
+        if now_stamp.0.len() != old_stamp.0.len() {
+            // Runs joined or left the group: a view without them misleads.
+            return slot.load(root, group, Some(at));
         }
         if !slot.refreshing.swap(true, Ordering::AcqRel) {
             let (bg_slot, bg_root, bg_group) =
@@ -238,6 +325,54 @@ impl Cache {
             }
         }
         Ok(view)
+    }
+
+    /// The view of `group` if it can be had within `wait`; `None` while a
+    /// first read of a large group goes on (in the background: a later call
+    /// gets it).
+    pub fn group_within(
+        &self,
+        root: &Path,
+        group: &str,
+        wait: Duration,
+    ) -> Option<Result<Arc<GroupView>>> {
+        let slot = self
+            .groups
+            .lock()
+            .entry(group.to_string())
+            .or_default()
+            .clone();
+        if slot.cached.lock().is_some() || member_logs(root, group).is_empty() {
+            return Some(self.group(root, group));
+        }
+        if !slot.refreshing.swap(true, Ordering::AcqRel) {
+            let (bg_slot, bg_root, bg_group) =
+                (slot.clone(), root.to_path_buf(), group.to_string());
+            let spawned = std::thread::Builder::new()
+                .name("ranklog-ui-read".into())
+                .spawn(move || {
+                    let _ = bg_slot.load(&bg_root, &bg_group, None);
+                    bg_slot.refreshing.store(false, Ordering::Release);
+                });
+            if spawned.is_err() {
+                slot.refreshing.store(false, Ordering::Release);
+                return Some(slot.load(root, group, None));
+            }
+        }
+        let until = Instant::now() + wait;
+        loop {
+            if let Some(c) = slot.cached.lock().as_ref() {
+                return Some(Ok(c.view.clone()));
+            }
+            if !slot.refreshing.load(Ordering::Acquire) {
+                // The read ended without a view: read again here for its error.
+                return Some(slot.load(root, group, None));
+            }
+            if Instant::now() >= until {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// Reads the view of every group under `root` into the cache, newest
@@ -259,7 +394,7 @@ impl Cache {
 }
 
 /// The logs of the runs under `root` whose `meta.json` names `group`.
-fn member_logs(root: &Path, group: &str) -> Vec<PathBuf> {
+pub(crate) fn member_logs(root: &Path, group: &str) -> Vec<PathBuf> {
     store::run_dirs(root)
         .unwrap_or_default()
         .into_iter()
@@ -539,6 +674,85 @@ fn read_series(log: &Path) -> (Vec<Series>, Option<Damage>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_first_group_read_goes_on_in_the_background() -> Result<()> {
+        let root = tempfile::tempdir().map_err(|source| Error::Write {
+            path: PathBuf::new(),
+            source,
+        })?;
+        for i in 0..2 {
+            let run = crate::init(
+                crate::Settings::new()
+                    .dir(root.path())
+                    .mode(crate::Mode::Offline)
+                    .silent(true)
+                    .capture_git(false)
+                    .group("g")
+                    .name(format!("member{i}")),
+            )?;
+            run.log([("x", f64::from(i))])?;
+            run.finish()?;
+        }
+        let cache = Cache::default();
+        let missing = cache.group_within(root.path(), "nope", Duration::ZERO);
+        assert!(matches!(missing, Some(Err(Error::GroupNotFound { .. }))));
+        let first = cache.group_within(root.path(), "g", Duration::ZERO);
+        assert!(matches!(first, None | Some(Ok(_))));
+        let mut tries = 0;
+        let view = loop {
+            if let Some(v) = cache.group_within(root.path(), "g", Duration::from_millis(50)) {
+                break v?;
+            }
+            tries += 1;
+            assert!(tries < 200, "the background read never finished");
+        };
+        assert_eq!(view.ranks.len(), 2);
+        assert_eq!(
+            view.metric("x").and_then(|m| m.last).map(|l| l.count),
+            Some(2)
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn listing_a_running_run_reads_on_from_where_it_stopped() -> Result<()> {
+        let root = tempfile::tempdir().map_err(|source| Error::Write {
+            path: PathBuf::new(),
+            source,
+        })?;
+        let run = crate::init(
+            crate::Settings::new()
+                .dir(root.path())
+                .mode(crate::Mode::Offline)
+                .silent(true)
+                .capture_git(false),
+        )?;
+        let dir = run.dir().map(Path::to_path_buf).unwrap_or_default();
+        let cache = Cache::default();
+        for i in 0..100 {
+            run.log([("x", f64::from(i))])?;
+        }
+        run.flush()?;
+        let first = cache.info(&dir)?;
+        assert_eq!((first.steps, first.state), (100, RunState::Running));
+        let offset = cache.infos.lock().get(&dir).map_or(0, |l| l.tail.offset);
+        assert!(offset > store::HEADER_LEN as u64);
+        for i in 0..50 {
+            run.log_at(200 + i, [("x", 1.0)])?;
+            run.log_at(200 + i, [("y", 2.0)])?;
+        }
+        run.flush()?;
+        let second = cache.info(&dir)?;
+        let full = store::scan(&dir)?;
+        assert_eq!(second.steps, full.steps);
+        assert_eq!(second.steps, 150);
+        assert!(cache.infos.lock().get(&dir).map_or(0, |l| l.tail.offset) > offset);
+        run.finish()?;
+        let done = cache.info(&dir)?;
+        assert_eq!((done.steps, done.state), (150, RunState::Finished));
+        Ok(())
+    }
 
     #[test]
     fn series_stay_bounded_and_keep_extremes() {

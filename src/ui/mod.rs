@@ -66,6 +66,10 @@ use crate::error::{Error, Result};
 use data::Cache;
 use pages::RunFilter;
 
+/// How long a group page waits for the first read of a group before it
+/// answers with a page that says the logs are being read (and updates itself).
+const FIRST_READ_WAIT: std::time::Duration = std::time::Duration::from_millis(700);
+
 /// The default port of `ranklog ui`.
 pub const DEFAULT_PORT: u16 = 6007;
 
@@ -428,9 +432,30 @@ async fn group_page(
     Query(q): Query<PageQuery>,
 ) -> Response {
     let title = format!("group {group}");
-    let view = match blocking(move || st.cache.group(&st.root, &group)).await {
+    let view = match blocking(move || {
+        let view = st.cache.group_within(&st.root, &group, FIRST_READ_WAIT);
+        let logs = match view {
+            Some(_) => Vec::new(),
+            None => data::member_logs(&st.root, &group),
+        };
+        (view, group, logs)
+    })
+    .await
+    {
         Ok(r) => r,
         Err(res) => return res,
+    };
+    let view = match view {
+        (Some(v), _, _) => v,
+        (None, group, logs) => {
+            return html(
+                StatusCode::OK,
+                &title,
+                "",
+                &pages::group_reading(&group, &logs),
+                q.partial(),
+            )
+        }
     };
     match view {
         Ok(v) => html(StatusCode::OK, &title, "", &pages::group(&v), q.partial()),

@@ -535,6 +535,22 @@ fn palette(i: usize) -> &'static str {
     PALETTE[i % PALETTE.len()]
 }
 
+/// The group page while the first read of its logs goes on.
+pub(crate) fn group_reading(group: &str, logs: &[std::path::PathBuf]) -> String {
+    let bytes: u64 = logs
+        .iter()
+        .filter_map(|l| std::fs::metadata(l).ok())
+        .map(|m| m.len())
+        .sum();
+    format!(
+        "{}<h1>group {}</h1><div class=\"notice\" id=\"reading\">reading the logs of {} runs ({:.1} MB) for the first time; this page fills in by itself</div>",
+        poll_marker(true),
+        esc(group),
+        logs.len(),
+        bytes as f64 / 1e6
+    )
+}
+
 /// A page that says what went wrong.
 pub(crate) fn problem(title: &str, message: &str) -> String {
     format!(
