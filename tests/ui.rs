@@ -733,3 +733,26 @@ fn other_addresses_need_allow_remote_and_print_a_warning() {
         "{first}"
     );
 }
+
+#[test]
+fn a_port_in_use_is_reported_with_what_to_do() {
+    let root = temp_root();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+    let port = taken
+        .local_addr()
+        .unwrap_or_else(|e| panic!("{e}"))
+        .port()
+        .to_string();
+    let out = Command::new(ranklog_bin())
+        .args(["ui", "--port", &port, "--dir"])
+        .arg(root.path())
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with("ranklog: cannot serve the web page on 127.0.0.1:")
+            && err.contains("--port"),
+        "{err}"
+    );
+}

@@ -7,7 +7,8 @@
 
 use serde_json::{json, Value};
 
-use super::data::{RunPage, RunRow};
+use super::cache::RunRow;
+use super::data::RunPage;
 use crate::group::{GroupView, StepStats};
 
 fn num(v: f64) -> Value {

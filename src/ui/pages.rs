@@ -4,8 +4,9 @@
 use std::collections::BTreeSet;
 use std::fmt::Write;
 
+use super::cache::RunRow;
 use super::chart::{Chart, Line, PALETTE};
-use super::data::{damage_notice, RunPage, RunRow};
+use super::data::{damage_notice, RunPage};
 use super::html::{attr, duration, esc, number, url_part};
 use crate::group::GroupView;
 use crate::store::RunState;
@@ -508,13 +509,14 @@ pub(crate) fn group(v: &GroupView) -> String {
         };
         let caption = match &m.last {
             Some(s) => format!(
-                "step {}: mean {}, min {}, max {}, std {} over {} ranks",
+                "step {}: mean {}, min {}, max {}, std {} over {} rank{}",
                 s.step,
                 number(s.mean),
                 number(s.min),
                 number(s.max),
                 number(s.std),
-                s.count
+                s.count,
+                if s.count == 1 { "" } else { "s" }
             ),
             None => "no values".into(),
         };
