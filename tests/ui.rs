@@ -519,6 +519,16 @@ fn corrupt_and_half_written_runs_show_what_is_readable() {
     assert!(runs.body.contains("unreadable"));
     let listed = ui.get("/api/runs").json();
     assert_eq!(listed.as_array().map(Vec::len), Some(5));
+    let unreadable = ui.get("/api/runs?state=unreadable").json();
+    let mut ids: Vec<&str> = unreadable
+        .as_array()
+        .map(|a| a.iter().filter_map(|r| r["id"].as_str()).collect())
+        .unwrap_or_default();
+    ids.sort_unstable();
+    assert_eq!(ids, ["badlog01", "badmeta1", "empty001"]);
+    // A run whose meta.json is readable keeps its project for the filter.
+    let by_project = ui.get("/?project=p&state=unreadable");
+    assert!(by_project.body.contains("bad-log-run") && !by_project.body.contains("empty001"));
 
     let torn_page = ui.get("/run/torn0001");
     assert_eq!(torn_page.status, 200);

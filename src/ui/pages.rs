@@ -29,7 +29,7 @@ impl RunFilter {
 
     /// Whether `row` passes every filter that is set.
     pub fn keeps(&self, row: &RunRow) -> bool {
-        let meta = row.info.as_ref().map(|i| &i.meta);
+        let meta = row.info.as_ref().map(|i| &i.meta).or(row.meta.as_ref());
         Self::wanted(&self.project).is_none_or(|p| meta.is_some_and(|m| m.project == p))
             && Self::wanted(&self.group)
                 .is_none_or(|g| meta.is_some_and(|m| m.group.as_deref() == Some(g)))
