@@ -344,6 +344,16 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+
+    /// `ranklog ui` could not listen on its address or could not keep serving.
+    #[error("cannot serve the web page on {addr}; choose another port (--port, 0 picks a free one) or stop what uses this one")]
+    Serve {
+        /// The address asked for.
+        addr: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 fn groups_hint(groups: &[String]) -> String {

@@ -16,6 +16,7 @@ pub mod store;
 mod strategy;
 pub mod sync;
 mod sys;
+pub mod ui;
 
 pub use error::{Error, Result};
 pub use group::GroupView;

@@ -8,4 +8,5 @@ mod queue;
 mod runs;
 mod store;
 mod sync;
+mod ui;
 mod util;

@@ -9,6 +9,7 @@ mod runs;
 mod show;
 mod sync;
 mod table;
+mod ui;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -39,6 +40,8 @@ enum Command {
     Sync(sync::Args),
     /// Save credentials for a tracking server (mode 0600).
     Login(login::Args),
+    /// Serve a local web page of the runs and group views (like tensorboard --logdir).
+    Ui(ui::Args),
 }
 
 /// The root directory: `--dir`, else `RANKLOG_DIR`, else `./ranklog`.
@@ -59,6 +62,7 @@ fn main() -> ExitCode {
         Command::Export(args) => export::run(args),
         Command::Sync(args) => sync::run(args),
         Command::Login(args) => login::run(args),
+        Command::Ui(args) => ui::run(args),
     };
     match result {
         Ok(code) => code,
