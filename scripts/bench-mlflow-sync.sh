@@ -34,7 +34,7 @@ trap cleanup EXIT INT TERM
 
 port=$("$venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 uri=http://127.0.0.1:$port
-(cd "$work" && exec setsid "$venv/bin/mlflow" server --backend-store-uri "sqlite:///$work/mlflow.db" \
+(cd "$work" && MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false exec setsid "$venv/bin/mlflow" server --backend-store-uri "sqlite:///$work/mlflow.db" \
     --default-artifact-root "$work/artifacts" --host 127.0.0.1 --port "$port" >"$work/server.log" 2>&1) &
 server_pid=$!
 deadline=$(( $(date +%s) + 180 ))
@@ -47,9 +47,26 @@ until "$venv/bin/python" -c "import urllib.request,sys; urllib.request.urlopen('
     sleep 0.2
 done
 
+# Warm every worker up (first requests import and compile a lot), so that
+# neither side pays for a cold server.
+"$venv/bin/python" - "$uri" <<'PY' >/dev/null
+import sys, time
+from concurrent.futures import ThreadPoolExecutor
+from mlflow import MlflowClient
+from mlflow.entities import Metric
+client = MlflowClient(tracking_uri=sys.argv[1])
+run = client.create_run(client.create_experiment("bench-warmup")).info.run_id
+now = int(time.time() * 1000)
+def batch(i):
+    client.log_batch(run, metrics=[Metric("w", float(j), now, i * 1000 + j) for j in range(1000)])
+    client.get_run(run)
+with ThreadPoolExecutor(4) as pool:
+    list(pool.map(batch, range(16)))
+PY
+
 ranklog_pps=$(target/release/examples/bench_sync "$uri" "$points" | sed -n 's/^ranklog_points_per_s=//p')
 
-python_pps=$("$venv/bin/python" - "$uri" "$points" <<'PY'
+python_pps=$("$venv/bin/python" - "$uri" "$points" <<'PY' | sed -n 's/^python_points_per_s=//p'
 import sys, time
 from mlflow import MlflowClient
 from mlflow.entities import Metric
@@ -70,11 +87,15 @@ for i in range(0, len(metrics), 1000):
 secs = time.perf_counter() - started
 client.set_terminated(run.info.run_id)
 print(f"mlflow python client: uploaded {len(metrics)} points in {secs:.2f} s: {len(metrics) / secs:.0f} points/s", file=sys.stderr)
-print(f"{len(metrics) / secs:.0f}")
+print(f"python_points_per_s={len(metrics) / secs:.0f}")
 PY
 )
 
-echo "points:                 $points"
-echo "ranklog sync:           $ranklog_pps points/s"
+if [ -z "$ranklog_pps" ] || [ -z "$python_pps" ]; then
+    echo "bench: a measurement failed (ranklog: '$ranklog_pps', python: '$python_pps')" >&2
+    exit 1
+fi
+echo "points:                  $points"
+echo "ranklog sync:            $ranklog_pps points/s"
 echo "mlflow python log_batch: $python_pps points/s"
-"$venv/bin/python" -c "print(f'ratio ranklog/python:   {$ranklog_pps / $python_pps:.2f}')"
+echo "ratio ranklog/python:    $("$venv/bin/python" -c "print(f'{$ranklog_pps / $python_pps:.2f}')")"

@@ -75,6 +75,9 @@ impl Server {
             .arg(self.dir.path().join("artifacts"))
             .args(["--host", "127.0.0.1", "--port", &self.port.to_string()])
             .args(["--workers", "2"])
+            // The job executor (scorers, trace archival) is not needed here
+            // and spawns processes that compete for the CPU.
+            .env("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
             .current_dir(self.dir.path())
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
@@ -99,7 +102,7 @@ impl Server {
         // Generous: a fresh server migrates its database first, and a loaded
         // 2-core machine has been seen to take 100 s.
         let deadline = Instant::now() + Duration::from_secs(300);
-        let http = reqwest::blocking::Client::new();
+        let http = http_client();
         loop {
             if let Ok(r) = http.get(format!("{}/health", self.uri())).send() {
                 if r.status().is_success() {
@@ -138,7 +141,7 @@ impl Server {
     fn api(&self, user: Option<(&str, &str)>) -> Api {
         Api {
             base: self.uri(),
-            http: reqwest::blocking::Client::new(),
+            http: http_client(),
             user: user.map(|(u, p)| (u.to_string(), p.to_string())),
         }
     }
@@ -148,6 +151,16 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// A client with a timeout and no kept-alive connections, so that a
+/// connection the server closed while idle is never reused.
+fn http_client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(0)
+        .build()
+        .expect("http client")
 }
 
 fn free_port() -> u16 {
@@ -168,7 +181,19 @@ impl Api {
             Some((u, p)) => req.basic_auth(u, Some(p)),
             None => req,
         };
-        let resp = req.send().expect("request");
+        // Reads are idempotent: retry a dropped connection on a loaded machine.
+        let mut tries = 0;
+        let resp = loop {
+            match req.try_clone().expect("clonable request").send() {
+                Ok(r) => break r,
+                Err(e) if tries < 5 => {
+                    tries += 1;
+                    eprintln!("retrying {e}");
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+                Err(e) => panic!("request: {e}"),
+            }
+        };
         let status = resp.status();
         let text = resp.text().expect("body");
         assert!(status.is_success(), "HTTP {status}: {text}");

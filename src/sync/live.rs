@@ -40,6 +40,7 @@ impl LiveUpload {
         let spawned = std::thread::Builder::new()
             .name("ranklog-upload".into())
             .spawn(move || {
+                lower_priority();
                 let outcome = upload(&thread_dir, &target, thread_control);
                 let _ = tx.send(outcome);
             });
@@ -93,6 +94,22 @@ impl LiveUpload {
             log_bytes,
             complete,
             error,
+        }
+    }
+}
+
+/// Uploading is background work: let training threads have the CPU first.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: gettid has no preconditions; setpriority on our own thread
+        // id only changes this thread's nice value.
+        let rc = unsafe {
+            let tid = libc::gettid();
+            libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 10)
+        };
+        if rc != 0 {
+            tracing::debug!("ranklog: could not lower the upload thread's priority");
         }
     }
 }
