@@ -1,0 +1,106 @@
+//! Unit tests of settings resolution.
+
+use super::tracking::tracking_credentials_with;
+use super::*;
+
+use crate::settings::env_table as with;
+
+#[test]
+fn code_wins_over_env_which_wins_over_default() -> Result<()> {
+    let env = with(&[("RANKLOG_PROJECT", "fromenv"), ("RANKLOG_MODE", "disabled")]);
+    let r = Settings::new().project("fromcode").resolve_with(&env)?;
+    assert_eq!(r.project, "fromcode");
+    assert_eq!(r.mode, Mode::Disabled);
+    let r = Settings::new().resolve_with(&with(&[]))?;
+    assert_eq!(r.project, "uncategorized");
+    assert_eq!(r.mode, Mode::Offline);
+    assert_eq!(r.root, PathBuf::from("ranklog"));
+    Ok(())
+}
+
+#[test]
+fn tracking_server_makes_online_the_default() -> Result<()> {
+    let r = Settings::new().resolve_with(&with(&[("MLFLOW_TRACKING_URI", "http://h:5000")]))?;
+    assert_eq!(r.mode, Mode::Online);
+    Ok(())
+}
+
+#[test]
+fn ranklog_credentials_win_over_mlflow_ones() {
+    let c = tracking_credentials_with(&with(&[
+        ("MLFLOW_TRACKING_USERNAME", "m"),
+        ("RANKLOG_TRACKING_USERNAME", "r"),
+        ("MLFLOW_TRACKING_PASSWORD", "secret-pw"),
+    ]));
+    assert_eq!(c.username.as_deref(), Some("r"));
+    assert_eq!(c.password.as_deref(), Some("secret-pw"));
+    assert!(!format!("{c:?}").contains("secret-pw"));
+}
+
+#[test]
+fn bad_env_values_name_the_variable() {
+    let e = Settings::new().resolve_with(&with(&[("RANKLOG_MODE", "fast")]));
+    assert!(matches!(e, Err(Error::InvalidSetting { ref name, .. }) if name == "RANKLOG_MODE"));
+    let e = Settings::new().resolve_with(&with(&[("RANKLOG_SILENT", "maybe")]));
+    assert!(matches!(e, Err(Error::InvalidSetting { ref name, .. }) if name == "RANKLOG_SILENT"));
+}
+
+#[test]
+fn rank_group_and_strategy_come_from_the_launcher() -> Result<()> {
+    let torchrun = [
+        ("RANK", "2"),
+        ("WORLD_SIZE", "4"),
+        ("LOCAL_RANK", "2"),
+        ("LOCAL_WORLD_SIZE", "4"),
+        ("TORCHELASTIC_RUN_ID", "job9"),
+        ("RANKLOG_STRATEGY", "rank-zero-only"),
+    ];
+    let r = Settings::new().resolve_with(&with(&torchrun))?;
+    assert_eq!(r.rank.map(|k| k.rank), Some(2));
+    assert_eq!(r.group.as_deref(), Some("job9"));
+    assert_eq!(r.strategy, Strategy::RankZeroOnly);
+    let r = Settings::new()
+        .strategy(Strategy::Grouped)
+        .group("mine")
+        .resolve_with(&with(&torchrun))?;
+    assert_eq!(r.strategy, Strategy::Grouped);
+    assert_eq!(r.group.as_deref(), Some("mine"));
+    let e = Settings::new().resolve_with(&with(&[
+        ("RANK", "1"),
+        ("WORLD_SIZE", "2"),
+        ("LOCAL_RANK", "1"),
+    ]));
+    assert!(matches!(e, Err(Error::GroupRequired { world_size: 2, .. })));
+    let disabled = [
+        ("RANK", "1"),
+        ("WORLD_SIZE", "2"),
+        ("LOCAL_RANK", "1"),
+        ("RANKLOG_MODE", "disabled"),
+    ];
+    assert_eq!(Settings::new().resolve_with(&with(&disabled))?.group, None);
+    let e = Settings::new().resolve_with(&with(&[("RANKLOG_STRATEGY", "all")]));
+    assert!(matches!(e, Err(Error::InvalidSetting { ref name, .. }) if name == "RANKLOG_STRATEGY"));
+    Ok(())
+}
+
+#[test]
+fn export_wandb_comes_from_code_or_env() -> Result<()> {
+    let env = with(&[("RANKLOG_EXPORT_WANDB", "/tmp/fromenv")]);
+    let r = Settings::new().resolve_with(&env)?;
+    assert_eq!(r.export_wandb, Some(PathBuf::from("/tmp/fromenv")));
+    let r = Settings::new().export_wandb("out").resolve_with(&env)?;
+    assert_eq!(r.export_wandb, Some(PathBuf::from("out")));
+    assert_eq!(Settings::new().resolve_with(&with(&[]))?.export_wandb, None);
+    Ok(())
+}
+
+#[test]
+fn config_must_be_an_object() {
+    let e = Settings::new()
+        .config(serde_json::json!([1, 2]))
+        .resolve_with(&with(&[]));
+    assert!(matches!(
+        e,
+        Err(Error::ConfigNotAnObject { found: "an array" })
+    ));
+}
