@@ -472,3 +472,44 @@ fn ranks_as_threads_reduce_with_the_chosen_merge() {
     assert_eq!(s.state, RunState::Finished);
     assert!(!s.summary.contains_key("x"));
 }
+
+/// Regression (bench finding): a rank that starts late must not turn the
+/// steps rank 0 already logged into half-reduced rows plus late rows.
+#[test]
+fn a_late_worker_still_gets_one_complete_row_per_step() {
+    let root = temp_root();
+    let group = unique_group("late");
+    let port = free_port();
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let owner_settings = in_process(0, 2, &group, root.path(), port, Transport::Tcp);
+    let worker_settings = in_process(1, 2, &group, root.path(), port, Transport::Tcp);
+    let owner = std::thread::spawn(move || -> ranklog::Result<()> {
+        let run = ranklog::init(owner_settings)?;
+        for step in 0..6000u32 {
+            run.log([("x", f64::from(step))])?;
+        }
+        let _ = go_tx.send(());
+        run.finish()?;
+        Ok(())
+    });
+    let worker = std::thread::spawn(move || -> ranklog::Result<()> {
+        let _ = go_rx.recv();
+        let run = ranklog::init(worker_settings)?;
+        for step in 0..6000u32 {
+            run.log([("x", f64::from(step))])?;
+        }
+        run.finish()?;
+        Ok(())
+    });
+    for h in [owner, worker] {
+        h.join()
+            .unwrap_or_else(|_| panic!("rank thread panicked"))
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let dir = only_run(root.path());
+    let history = rows(&dir);
+    assert_eq!(history.len(), 6000, "late rows were written");
+    assert!(history
+        .iter()
+        .all(|(_, values)| values.iter().any(|(k, v)| k == "x/count" && *v == 2.0)));
+}

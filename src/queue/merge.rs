@@ -113,13 +113,17 @@ pub(crate) struct Merger {
     pending: BTreeMap<u64, Pending>,
     /// Highest step written.
     written: Option<u64>,
+    /// Values held in `pending`.
+    pending_values: usize,
     out_keys: FxHashMap<String, u32>,
     per_rank_ids: FxHashMap<(u32, u32), u32>,
     reduce_ids: FxHashMap<(u32, u8), u32>,
 }
 
-/// Steps held at most before the oldest is written regardless.
-const MAX_PENDING_STEPS: usize = 4096;
+/// Values held at most (16 bytes each, so about 64 MiB) before the oldest
+/// step is written regardless; memory stays bounded when a rank is slow to
+/// connect or stalls, without writing early in ordinary jobs.
+const MAX_PENDING_VALUES: usize = 4 << 20;
 
 impl Merger {
     pub(crate) fn new(policy: Merge, world_size: u32) -> Merger {
@@ -133,6 +137,7 @@ impl Merger {
             live: vec![true; n],
             pending: BTreeMap::new(),
             written: None,
+            pending_values: 0,
             out_keys: FxHashMap::default(),
             per_rank_ids: FxHashMap::default(),
             reduce_ids: FxHashMap::default(),
@@ -199,9 +204,10 @@ impl Merger {
                 t_us: row.t_us,
                 values,
             };
-            self.write(row.step, late, out);
+            self.write(row.step, late, true, out);
             return;
         }
+        self.pending_values += values.len();
         let p = self.pending.entry(row.step).or_insert_with(|| Pending {
             since: now,
             t_us: row.t_us,
@@ -247,11 +253,12 @@ impl Merger {
                 .zip(&self.progress)
                 .all(|(&live, &seen)| !live || seen.is_some_and(|s| s > step));
             let overdue = now.duration_since(p.since) >= straggler_timeout;
-            if !(complete || overdue || self.pending.len() > MAX_PENDING_STEPS) {
+            if !(complete || overdue || self.pending_values > MAX_PENDING_VALUES) {
                 break;
             }
             if let Some(p) = self.pending.remove(&step) {
-                self.write(step, p, out);
+                self.pending_values -= p.values.len();
+                self.write(step, p, false, out);
             }
         }
     }
@@ -259,11 +266,16 @@ impl Merger {
     /// Writes every step still held.
     pub(crate) fn flush(&mut self, out: &mut impl FnMut(Record)) {
         while let Some((step, p)) = self.pending.pop_first() {
-            self.write(step, p, out);
+            self.write(step, p, false, out);
         }
+        self.pending_values = 0;
     }
 
-    fn write(&mut self, step: u64, mut p: Pending, out: &mut impl FnMut(Record)) {
+    /// Writes one step. A `late` row (values for a step already written)
+    /// keeps every value under its per-rank key; its reductions are written
+    /// only when there are no per-rank keys, so no value is lost, and the
+    /// step's reductions written before are not contradicted.
+    fn write(&mut self, step: u64, mut p: Pending, late: bool, out: &mut impl FnMut(Record)) {
         // Last value of a rank for a key wins: sort by (name, rank), keep the
         // last of equal pairs (a stable sort keeps arrival order).
         p.values.sort_by_key(|&(rank, name, _)| (name, rank));
@@ -290,7 +302,7 @@ impl Merger {
                     values.push((id, v));
                 }
             }
-            if !self.policy.reduce.is_empty() {
+            if !self.policy.reduce.is_empty() && !(late && self.policy.per_rank) {
                 let n = group.len() as f64;
                 let sum: f64 = group.iter().map(|v| v.2).sum();
                 let min = group.iter().map(|v| v.2).fold(f64::NAN, f64::min);
@@ -489,6 +501,22 @@ mod tests {
         assert_eq!(rows(&out), vec![(0, vec![("rank0/loss".into(), 1.0)])]);
         feed(&mut m, 1, 0, 2.0, &mut out);
         assert_eq!(rows(&out)[1], (0, vec![("rank1/loss".into(), 2.0)]));
+    }
+
+    #[test]
+    fn late_rows_keep_per_rank_values_without_second_reductions() {
+        let mut m = Merger::new(Merge::default(), 2);
+        let mut out = Vec::new();
+        feed(&mut m, 0, 0, 1.0, &mut out);
+        m.poll(
+            Instant::now() + Duration::from_secs(2),
+            Duration::from_secs(1),
+            &mut |r| out.push(r),
+        );
+        feed(&mut m, 1, 0, 2.0, &mut out);
+        let r = rows(&out);
+        assert_eq!(r.len(), 2);
+        assert_eq!(r[1], (0, vec![("rank1/loss".into(), 2.0)]));
     }
 
     #[test]
