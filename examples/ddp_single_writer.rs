@@ -27,7 +27,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .silent(true)
             .config(serde_json::json!({"lr": 3e-4, "steps": steps})),
     )?;
-    let rank: f64 = std::env::var("RANK").ok().and_then(|r| r.parse().ok()).unwrap_or(0.0);
+    let rank: f64 = std::env::var("RANK")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(0.0);
     println!("run {} ({}) on rank {rank}", run.name(), run.id());
     for step in 0..steps {
         let t = step as f64 / steps as f64;
