@@ -97,7 +97,6 @@ fn init_finish() -> Res<serde_json::Value> {
     let finish_s = t1.elapsed().as_secs_f64();
     Ok(serde_json::json!({
         "tracker": "ranklog",
-        "import_s": 0.0,
         "init_s": init_s,
         "finish_s": finish_s,
         "init_finish_s": init_s + finish_s,

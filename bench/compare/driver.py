@@ -60,22 +60,24 @@ MY_CMDLINE = _cmdline("self")
 def tree_rss_kib(root):
     """Summed RSS of `root` and its descendants (KiB); 0 once it is gone.
 
-    A child caught between fork and exec still shows the driver's own memory;
-    it is skipped (its cmdline is the driver's).
+    A child between fork and exec (its cmdline still its parent's) is skipped:
+    it shares its parent's pages but shows them all as its own RSS. That is the
+    driver's child before it runs the workload, and MLflow's forks of `uname`.
     """
-    total, stack, seen = 0, [root], set()
+    total, stack, seen = 0, [(root, MY_CMDLINE)], set()
     while stack:
-        pid = stack.pop()
+        pid, parent_cmdline = stack.pop()
         if pid in seen:
             continue
         seen.add(pid)
         try:
-            if _cmdline(pid) != MY_CMDLINE:
+            cmdline = _cmdline(pid)
+            if cmdline != parent_cmdline:
                 with open(f"/proc/{pid}/statm") as f:
                     total += int(f.read().split()[1]) * PAGE_KIB
             for tid in os.listdir(f"/proc/{pid}/task"):
                 with open(f"/proc/{pid}/task/{tid}/children") as f:
-                    stack.extend(int(c) for c in f.read().split())
+                    stack.extend((int(c), cmdline) for c in f.read().split())
         except (OSError, ValueError, IndexError):
             continue
     return total
@@ -157,6 +159,8 @@ def run_tree(cmd, env, out, scratch, launcher):
     with open(se_path) as f:
         stderr = f.read()
     res = results_in(stdout)
+    if any(r.get("dropped") for r in res):
+        raise RuntimeError(f"{' '.join(cmd)} dropped rows: the lossless policy should drop none")
     if p.returncode != 0 or not res:
         raise RuntimeError(
             f"{' '.join(cmd)} failed (exit {p.returncode})\n--- stdout\n{stdout[-3000:]}\n--- stderr\n{stderr[-3000:]}"
@@ -349,6 +353,7 @@ COLUMNS = [
     ("p50_us", "p50 us", "us"),
     ("p99_us", "p99 us", "us"),
     ("total_s", "total s", "s"),
+    ("import_s", "import s", "s"),
     ("wall_s", "wall s", "s"),
     ("steps_per_s", "steps/s", "int"),
     ("rss_mib", "peak RSS MiB", "mib"),
@@ -358,7 +363,7 @@ COLUMNS = [
     ("x_bytes", "x fewer B/pt", None),
     ("load1", "load", "mib"),
 ]
-RIGHT = {"loop_s", "mean_us", "p50_us", "p99_us", "total_s", "wall_s", "steps_per_s", "rss_mib", "bytes_per_point", "x_speed", "x_rss", "x_bytes", "load1"}
+RIGHT = {"loop_s", "mean_us", "p50_us", "p99_us", "total_s", "import_s", "wall_s", "steps_per_s", "rss_mib", "bytes_per_point", "x_speed", "x_rss", "x_bytes", "load1"}
 
 
 def table_rows(cfgs, med):
@@ -466,7 +471,11 @@ def main():
             for c in cfgs:
                 if rnd >= c.reps:
                     continue
-                row = run_config(c, scratch, rnd, a.keep)
+                try:
+                    row = run_config(c, scratch, rnd, a.keep)
+                except RuntimeError as e:
+                    print(f"ranklog-compare: {c.workload} {c.label}: {e}", file=sys.stderr)
+                    sys.exit(2)
                 raw[(c.workload, c.label)].append(row)
                 loads.append(os.getloadavg())
                 print(
