@@ -473,7 +473,7 @@ def main():
                     continue
                 try:
                     row = run_config(c, scratch, rnd, a.keep)
-                except RuntimeError as e:
+                except (RuntimeError, OSError) as e:
                     print(f"ranklog-compare: {c.workload} {c.label}: {e}", file=sys.stderr)
                     sys.exit(2)
                 raw[(c.workload, c.label)].append(row)
