@@ -22,9 +22,8 @@ fn settings(root: &std::path::Path, mode: Mode) -> Settings {
 
 fn log(c: &mut Criterion) {
     let mut group = c.benchmark_group("run_log");
-    // Online mode (against a local MLflow server) joins this loop once sync
-    // lands on main: its row is `run_log/online/{1,10,100}`, with the server
-    // started by the bench like the interop suite starts it.
+    // Online mode is measured apart, in benches/online.rs (from the sync
+    // work): `log` offline vs online against a local server.
     for mode in [Mode::Offline, Mode::Disabled] {
         for width in [1usize, 10, 100] {
             let keys: Vec<String> = (0..width).map(|k| format!("metric/{k}")).collect();
