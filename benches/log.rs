@@ -22,6 +22,8 @@ fn settings(root: &std::path::Path, mode: Mode) -> Settings {
 
 fn log(c: &mut Criterion) {
     let mut group = c.benchmark_group("run_log");
+    // Online mode is measured apart, in benches/online.rs (from the sync
+    // work): `log` offline vs online against a local server.
     for mode in [Mode::Offline, Mode::Disabled] {
         for width in [1usize, 10, 100] {
             let keys: Vec<String> = (0..width).map(|k| format!("metric/{k}")).collect();
@@ -34,7 +36,9 @@ fn log(c: &mut Criterion) {
                     let start = Instant::now();
                     for i in 0..iters {
                         let v = i as f64;
-                        run.log(keys.iter().map(|k| (k, v)))
+                        // black_box: a disabled run's `log` is an inlined
+                        // early return, which the loop would otherwise lose.
+                        black_box(black_box(&run).log(keys.iter().map(|k| (k, v))))
                             .unwrap_or_else(|e| panic!("{e}"));
                     }
                     let spent = start.elapsed();
