@@ -302,7 +302,7 @@ impl Merger {
                     values.push((id, v));
                 }
             }
-            if !self.policy.reduce.is_empty() && !(late && self.policy.per_rank) {
+            if !(self.policy.reduce.is_empty() || (late && self.policy.per_rank)) {
                 let n = group.len() as f64;
                 let sum: f64 = group.iter().map(|v| v.2).sum();
                 let min = group.iter().map(|v| v.2).fold(f64::NAN, f64::min);
