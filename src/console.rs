@@ -40,8 +40,8 @@ pub(crate) fn finished(
         Some(u) => format!(
             "ranklog: upload to {} incomplete ({} of {} acknowledged{}); finish it with `ranklog sync {}`",
             u.server,
-            human_bytes(u.acked_bytes),
-            human_bytes(u.log_bytes),
+            crate::human::bytes(u.acked_bytes),
+            crate::human::bytes(u.log_bytes),
             u.error.as_ref().map(|e| format!(": {e}")).unwrap_or_default(),
             dir.display()
         ),
@@ -53,7 +53,7 @@ pub(crate) fn finished(
     };
     line(&format!(
         "ranklog: {state} {name}: {steps} steps, {points} points, {} in {secs:.2} s\n{next}",
-        human_bytes(bytes),
+        crate::human::bytes(bytes),
     ));
 }
 
@@ -74,20 +74,4 @@ pub(crate) fn exported(file: &Path, offline_dir: &Path) {
 
 fn line(text: &str) {
     let _ = writeln!(std::io::stderr().lock(), "{text}");
-}
-
-/// `1.5 KiB`, `3.2 MiB`, …
-pub(crate) fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = bytes as f64;
-    let mut unit = 0;
-    while v >= 1024.0 && unit < UNITS.len() - 1 {
-        v /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{v:.1} {}", UNITS[unit])
-    }
 }

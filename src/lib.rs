@@ -6,6 +6,7 @@ mod console;
 mod error;
 pub mod export;
 pub mod group;
+pub mod human;
 mod names;
 pub mod queue;
 pub mod rank;

@@ -67,22 +67,6 @@ pub(crate) fn number(v: f64) -> String {
     }
 }
 
-/// A duration in seconds for people: `42.1s`, `3m05s`, `2h10m`.
-pub(crate) fn duration(secs: f64) -> String {
-    let s = if secs.is_finite() { secs.max(0.0) } else { 0.0 };
-    if s < 60.0 {
-        format!("{s:.1}s")
-    } else if s < 3600.0 {
-        format!("{}m{:02}s", (s / 60.0) as u64, (s % 60.0) as u64)
-    } else {
-        format!(
-            "{}h{:02}m",
-            (s / 3600.0) as u64,
-            ((s % 3600.0) / 60.0) as u64
-        )
-    }
-}
-
 /// The whole page: head with the inline style, the navigation, the part
 /// that live updates replace (`<main id="live">`), and the inline script.
 pub(crate) fn page(title: &str, before_live: &str, live: &str, nonce: &str) -> String {
@@ -223,7 +207,7 @@ mod tests {
         assert_eq!(number(0.188315), "0.18832");
         assert_eq!(number(25000.0), "25000");
         assert_eq!(number(0.0003), "0.0003");
-        assert_eq!(duration(185.0), "3m05s");
-        assert_eq!(duration(f64::NAN), "0.0s");
+        assert_eq!(crate::human::duration(185.0), "3m05s");
+        assert_eq!(crate::human::duration(f64::NAN), "0.0s");
     }
 }

@@ -7,7 +7,7 @@ use std::fmt::Write;
 use super::cache::RunRow;
 use super::chart::{Chart, Line, PALETTE};
 use super::data::{damage_notice, RunPage};
-use super::html::{attr, duration, esc, number, url_part};
+use super::html::{attr, esc, number, url_part};
 use crate::group::GroupView;
 use crate::store::RunState;
 
@@ -147,7 +147,7 @@ pub(crate) fn runs(rows: &[RunRow], f: &RunFilter) -> String {
                     state_badge(i.state.as_str()),
                     i.steps,
                     esc(&when(&m.started)),
-                    esc(&duration(i.duration_s)),
+                    esc(&crate::human::duration(i.duration_s)),
                 );
             }
             None => {
@@ -263,7 +263,7 @@ pub(crate) fn run(p: &RunPage) -> String {
         kv_row(
             &mut o,
             "duration",
-            &esc(&duration(s.last_t_us as f64 / 1e6)),
+            &esc(&crate::human::duration(s.last_t_us as f64 / 1e6)),
         );
         kv_row(
             &mut o,
@@ -461,7 +461,7 @@ pub(crate) fn group(v: &GroupView) -> String {
             esc(&state),
             r.steps,
             r.last_step.map_or("-".into(), |s| s.to_string()),
-            esc(&duration(r.duration_s)),
+            esc(&crate::human::duration(r.duration_s)),
             esc(&r.meta.host),
             r.meta.pid,
             esc(&notes.join("; ")),

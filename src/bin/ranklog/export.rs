@@ -92,7 +92,7 @@ fn export_wandb(args: WandbArgs) -> Result<ExitCode> {
                     r.exit_code.to_string(),
                     r.rows.to_string(),
                     r.points.to_string(),
-                    human_bytes(r.bytes),
+                    ranklog::human::bytes(r.bytes),
                     r.file.display().to_string(),
                 ]);
             }
@@ -174,20 +174,4 @@ fn error_chain(e: &ranklog::Error) -> String {
         cause = c.source();
     }
     text
-}
-
-/// `1.5 KiB`, `3.2 MiB`, …
-fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = bytes as f64;
-    let mut unit = 0;
-    while v >= 1024.0 && unit < UNITS.len() - 1 {
-        v /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{v:.1} {}", UNITS[unit])
-    }
 }

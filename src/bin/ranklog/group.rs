@@ -21,7 +21,7 @@ use anyhow::Result;
 use ranklog::group::{GroupView, StepStats};
 use ranklog::store::RunState;
 
-use crate::table::{duration, json_number, number, sparkline, Table};
+use crate::table::{json_number, number, sparkline, Table};
 
 /// Arguments of `ranklog group`.
 #[derive(clap::Args)]
@@ -185,7 +185,7 @@ fn text(v: &GroupView) -> String {
             state,
             r.steps.to_string(),
             r.last_step.map_or("-".into(), |s| s.to_string()),
-            duration(r.duration_s),
+            ranklog::human::duration(r.duration_s),
             r.meta.host.clone(),
             r.meta.pid.to_string(),
             notes.join("; "),

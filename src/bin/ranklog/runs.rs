@@ -15,7 +15,7 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 
-use crate::table::{duration, Table};
+use crate::table::Table;
 
 /// Arguments of `ranklog runs`.
 #[derive(clap::Args)]
@@ -94,7 +94,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
                 .get(..19)
                 .unwrap_or(&r.meta.started)
                 .replace('T', " "),
-            duration(r.duration_s),
+            ranklog::human::duration(r.duration_s),
         ]);
     }
     out.write_all(t.render().as_bytes())?;

@@ -20,7 +20,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use ranklog::store::{self, DamageKind, RunScan};
 
-use crate::table::{duration, json_number, number, sparkline, Table};
+use crate::table::{json_number, number, sparkline, Table};
 
 /// Arguments of `ranklog show`.
 #[derive(clap::Args)]
@@ -134,7 +134,10 @@ fn text(s: &RunScan) -> String {
         add("message", msg.clone());
     }
     add("started", m.started.clone());
-    add("duration", duration(s.last_t_us as f64 / 1e6));
+    add(
+        "duration",
+        ranklog::human::duration(s.last_t_us as f64 / 1e6),
+    );
     add(
         "steps",
         format!(

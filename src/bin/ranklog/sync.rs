@@ -103,7 +103,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
                 j.name,
                 j.id,
                 j.state,
-                human_bytes(j.pending),
+                ranklog::human::bytes(j.pending),
                 end_status(j.state),
                 target.server
             )?;
@@ -180,8 +180,4 @@ fn progress_bar(total: u64) -> ProgressBar {
         bar.set_style(style);
     }
     bar
-}
-
-fn human_bytes(bytes: u64) -> String {
-    indicatif::BinaryBytes(bytes).to_string()
 }

@@ -101,22 +101,6 @@ pub fn json_number(v: f64) -> serde_json::Value {
     }
 }
 
-/// A duration in seconds for people: `42.1s`, `3m05s`, `2h10m`.
-pub fn duration(secs: f64) -> String {
-    let s = secs.max(0.0);
-    if s < 60.0 {
-        format!("{s:.1}s")
-    } else if s < 3600.0 {
-        format!("{}m{:02}s", (s / 60.0) as u64, (s % 60.0) as u64)
-    } else {
-        format!(
-            "{}h{:02}m",
-            (s / 3600.0) as u64,
-            ((s % 3600.0) / 60.0) as u64
-        )
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
