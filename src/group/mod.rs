@@ -208,6 +208,29 @@ pub struct RunRef {
 }
 
 impl GroupView {
+    /// What is wrong with one rank, for people: straggling, a damaged log,
+    /// other runs claiming the same rank. Tables and pages show these.
+    pub fn rank_notes(&self, r: &RankView) -> Vec<String> {
+        let mut notes = Vec::new();
+        if let Some(s) = self
+            .stragglers
+            .iter()
+            .find(|s| s.rank == r.rank && r.rank.is_some())
+        {
+            notes.push(format!("straggler ({} steps behind)", s.behind));
+        }
+        if r.damage.is_some() {
+            notes.push("damaged log".to_string());
+        }
+        if let Some(c) = self.conflicts.iter().find(|c| Some(c.rank) == r.rank) {
+            notes.push(format!(
+                "conflict: {} other run(s) claim this rank",
+                c.superseded.len()
+            ));
+        }
+        notes
+    }
+
     /// Reads every run of `group` under `root` with the default options.
     ///
     /// # Errors

@@ -430,17 +430,7 @@ pub(crate) fn group(v: &GroupView) -> String {
     }
     o.push_str("<table id=\"ranks\"><thead><tr><th class=\"num\">rank</th><th>name</th><th>state</th><th class=\"num\">steps</th><th class=\"num\">last step</th><th class=\"num\">duration</th><th>host</th><th class=\"num\">pid</th><th>note</th></tr></thead><tbody>");
     for r in &v.ranks {
-        let mut notes = Vec::new();
-        if let Some(s) = v
-            .stragglers
-            .iter()
-            .find(|s| s.rank == r.rank && r.rank.is_some())
-        {
-            notes.push(format!("straggler ({} steps behind)", s.behind));
-        }
-        if r.damage.is_some() {
-            notes.push("damaged log".to_string());
-        }
+        let mut notes = v.rank_notes(r);
         if r.state == RunState::Crashed {
             notes.push("crashed".to_string());
         }

@@ -158,23 +158,7 @@ fn text(v: &GroupView) -> String {
         &[true, false, false, true, true, true, false, true, false],
     );
     for r in &v.ranks {
-        let mut notes = Vec::new();
-        if let Some(s) = v
-            .stragglers
-            .iter()
-            .find(|s| s.rank == r.rank && r.rank.is_some())
-        {
-            notes.push(format!("straggler ({} steps behind)", s.behind));
-        }
-        if r.damage.is_some() {
-            notes.push("damaged log".into());
-        }
-        if let Some(c) = v.conflicts.iter().find(|c| Some(c.rank) == r.rank) {
-            notes.push(format!(
-                "conflict: {} other run(s) claim this rank",
-                c.superseded.len()
-            ));
-        }
+        let notes = v.rank_notes(r);
         let state = match r.exit_code {
             Some(c) if c != 0 => format!("{} ({c})", r.state),
             _ => r.state.to_string(),
