@@ -513,3 +513,66 @@ fn a_late_worker_still_gets_one_complete_row_per_step() {
         .iter()
         .all(|(_, values)| values.iter().any(|(k, v)| k == "x/count" && *v == 2.0)));
 }
+
+/// Regression (kill-9 torture): `Run::flush` on rank 0 returned while rank
+/// 0's last rows were still held for a lagging worker, so a SIGKILL of rank 0
+/// right after lost rows it had acknowledged.
+#[test]
+fn a_flush_on_rank_zero_writes_its_rows_while_a_worker_lags() {
+    let root = temp_root();
+    let group = unique_group("flush");
+    let port = free_port();
+    let (joined_tx, joined_rx) = std::sync::mpsc::channel::<()>();
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let owner_settings = in_process(0, 2, &group, root.path(), port, Transport::Tcp)
+        .straggler_timeout(Duration::from_secs(60));
+    let worker_settings = in_process(1, 2, &group, root.path(), port, Transport::Tcp);
+    let worker = std::thread::spawn(move || -> ranklog::Result<()> {
+        let run = ranklog::init(worker_settings)?;
+        let _ = joined_tx.send(());
+        let _ = go_rx.recv();
+        for step in 0..10u32 {
+            run.log([("x", f64::from(step))])?;
+        }
+        run.finish()?;
+        Ok(())
+    });
+    let run = ranklog::init(owner_settings).unwrap_or_else(|e| panic!("{e}"));
+    joined_rx
+        .recv()
+        .unwrap_or_else(|e| panic!("worker did not join: {e}"));
+    for step in 0..10u32 {
+        run.log([("x", f64::from(step))])
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    run.flush().unwrap_or_else(|e| panic!("{e}"));
+    let dir = run
+        .dir()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| panic!("no dir"));
+    let flushed: Vec<u64> = rows(&dir).into_iter().map(|(step, _)| step).collect();
+    assert_eq!(
+        flushed,
+        (0..10).collect::<Vec<u64>>(),
+        "rank 0's flushed rows are in the file"
+    );
+    let _ = go_tx.send(());
+    worker
+        .join()
+        .unwrap_or_else(|_| panic!("worker thread panicked"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    run.finish().unwrap_or_else(|e| panic!("{e}"));
+    // The worker's values came after the flush: late rows, nothing lost.
+    let mut sum = vec![0.0; 10];
+    for (step, values) in rows(&dir) {
+        for (k, v) in values {
+            if k == "x/sum" {
+                sum[step as usize] += v;
+            }
+        }
+    }
+    assert_eq!(
+        sum,
+        (0..10).map(|s| 2.0 * f64::from(s)).collect::<Vec<f64>>()
+    );
+}

@@ -263,6 +263,24 @@ impl Merger {
         }
     }
 
+    /// Writes every step still held up to the highest step `rank` reported
+    /// (rank 0's rows at a `Run::flush`); values other ranks send later for
+    /// those steps are written as late rows.
+    pub(crate) fn write_through(&mut self, rank: u32, out: &mut impl FnMut(Record)) {
+        let Some(last) = self.progress.get(rank as usize).copied().flatten() else {
+            return;
+        };
+        while let Some((&step, _)) = self.pending.first_key_value() {
+            if step > last {
+                break;
+            }
+            if let Some(p) = self.pending.remove(&step) {
+                self.pending_values -= p.values.len();
+                self.write(step, p, false, out);
+            }
+        }
+    }
+
     /// Writes every step still held.
     pub(crate) fn flush(&mut self, out: &mut impl FnMut(Record)) {
         while let Some((step, p)) = self.pending.pop_first() {

@@ -28,6 +28,15 @@
 //! the run at finish (`ranklog show` reports it). Keys, summaries and config
 //! are never dropped.
 //!
+//! # Flush
+//!
+//! The owner holds a step until every live rank has moved past it. A
+//! `Run::flush` on rank 0 does not wait for them: it writes every held step
+//! up to rank 0's last one as it stands (as the straggler timeout would) and
+//! returns once that is in the file, so what rank 0 logged survives a
+//! SIGKILL of rank 0. Values other ranks send later for those steps are
+//! written as late rows of the same step.
+//!
 //! # Failures
 //!
 //! - A worker that dies is recorded in the run as lost (a `RankLost`

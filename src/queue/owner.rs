@@ -206,6 +206,9 @@ impl Stage {
                     }
                 }
             }
+            // Take the control request before draining rank 0's rows: every
+            // row logged before a flush is then already in the channel.
+            let request = self.control.try_recv();
             for r in self.rx.try_iter() {
                 merger.record(0, r, now, &mut out);
             }
@@ -236,8 +239,12 @@ impl Stage {
                 }
             }
             merger.poll(now, self.timeouts.straggler, &mut out);
-            match self.control.try_recv() {
+            match request {
                 Ok(Control::Flush(ack)) => {
+                    // `Run::flush` promises that what rank 0 logged is in the
+                    // file: write its steps still waiting for other ranks now,
+                    // as the straggler timeout would.
+                    merger.write_through(0, &mut out);
                     let _ = ack.send(self.local.flush(&self.id, self.timeouts.goodbye));
                 }
                 Ok(Control::Finish(exit, ack)) => {

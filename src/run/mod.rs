@@ -319,7 +319,9 @@ impl Run {
     }
 
     /// Waits until everything logged so far is in the run log file (handed to
-    /// the OS, so it survives the process being killed).
+    /// the OS, so it survives the process being killed). On rank 0 of a
+    /// single-writer job this includes the steps still waiting for other
+    /// ranks (see [`crate::queue`]).
     ///
     /// # Errors
     ///
