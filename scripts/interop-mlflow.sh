@@ -39,19 +39,9 @@ trap cleanup EXIT INT TERM
 
 started=$(date +%s)
 
-if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
-    say "installing python3-venv"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv python3-pip >/dev/null
-fi
-if ! "$venv/bin/python" -c 'import mlflow, mlflow.server.auth' 2>/dev/null; then
-    say "creating $venv with $spec"
-    rm -rf "$venv"
-    python3 -m venv "$venv"
-    "$venv/bin/pip" install -q --upgrade pip
-    "$venv/bin/pip" install -q "$spec"
-fi
-say "mlflow $("$venv/bin/python" -c 'import mlflow; print(mlflow.__version__)')"
+# shellcheck source=lib/mlflow-venv.sh
+source "$root/scripts/lib/mlflow-venv.sh"
+ensure_mlflow_venv "$venv" "$spec"
 
 export RANKLOG_INTEROP_MLFLOW=$venv/bin/mlflow
 cargo test --test tests interop_mlflow -- --ignored --test-threads=3
