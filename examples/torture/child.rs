@@ -66,6 +66,10 @@ pub fn writer_child(args: &[String]) -> ExitCode {
         if let Err(e) = log_step(&run, seed, step) {
             return fail("log", &e);
         }
+        if profile == Profile::Online {
+            // Training pace: the live upload runs beside it.
+            std::thread::sleep(Duration::from_millis(2));
+        }
         if (step + 1) % every == 0 || step + 1 == steps {
             match run.flush() {
                 Ok(()) => say(&format!("ACK {step}")),
@@ -73,8 +77,7 @@ pub fn writer_child(args: &[String]) -> ExitCode {
             }
             match profile {
                 Profile::Batch => std::thread::sleep(Duration::from_micros(300)),
-                Profile::Online => std::thread::sleep(Duration::from_millis(2)),
-                Profile::Flush | Profile::Finish => {}
+                Profile::Flush | Profile::Finish | Profile::Online => {}
             }
         }
     }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError};
+use crossbeam_channel::Receiver;
 use serde_json::json;
 
 use crate::check::{self, Profile};
@@ -101,11 +101,8 @@ impl Talker {
 
     /// Every line the child printed (call after it exited).
     pub fn drain(&mut self) -> &[String] {
-        loop {
-            match self.lines.recv_timeout(Duration::from_secs(5)) {
-                Ok((_, l)) => self.seen.push(l),
-                Err(RecvTimeoutError::Disconnected) | Err(RecvTimeoutError::Timeout) => break,
-            }
+        while let Ok((_, l)) = self.lines.recv_timeout(Duration::from_secs(5)) {
+            self.seen.push(l);
         }
         &self.seen
     }
@@ -174,6 +171,9 @@ pub fn run(opts: &Opts, work: &Path, failures: &mut Vec<String>) -> Report {
         }
     }
     let mut rng = Rng::new(opts.seed);
+    // The finish window adapts so that about half of its kills land before
+    // finish() completed (crashed) and half after (finished).
+    let mut finish_scale = 1.5;
     for i in 0..opts.kills {
         let profile = Profile::ALL[i % Profile::ALL.len()];
         let seed = crate::mix(opts.seed ^ (i as u64).wrapping_mul(0x1000_0001));
@@ -181,11 +181,31 @@ pub fn run(opts: &Opts, work: &Path, failures: &mut Vec<String>) -> Report {
         let stats = report.entry(profile).or_default();
         let dir = root.join(format!("kill-{i:04}-{}", profile.arg()));
         let mut errors = Vec::new();
+        let finished_before = stats.finished;
+        let finish_window = if profile == Profile::Finish {
+            finish_for.mul_f64(finish_scale)
+        } else {
+            finish_for
+        };
         match one_kill(
-            opts, &dir, seed, profile, run_for, finish_for, &mut rng, stats,
+            opts,
+            &dir,
+            seed,
+            profile,
+            run_for,
+            finish_window,
+            &mut rng,
+            stats,
         ) {
             Ok(errs) => errors.extend(errs),
             Err(e) => errors.push(e),
+        }
+        if profile == Profile::Finish {
+            if stats.finished > finished_before {
+                finish_scale *= 0.8;
+            } else {
+                finish_scale *= 1.15;
+            }
         }
         if !errors.is_empty() {
             stats.failures += 1;
@@ -226,13 +246,18 @@ fn one_kill(
     let dir = PathBuf::from(line.trim_start_matches("RUN ").trim());
     let delay = match profile {
         Profile::Finish => {
-            // The window: from just before finish() to 1.5 times what a
-            // whole finish took in calibration.
+            // The window: from just before finish() to a multiple of what
+            // a whole finish took in calibration (adapted by the caller).
             if let Err(e) = t.wait_for("FINISHING", Duration::from_secs(60)) {
                 t.kill();
                 return Err(e);
             }
-            let w = finish_for.mul_f64(1.5);
+            stats.window_ms = finish_for.as_secs_f64() * 1e3;
+            finish_for.mul_f64(rng.unit())
+        }
+        Profile::Online => {
+            // Logging, then finish() waiting for the upload to catch up.
+            let w = (run_for + finish_for).mul_f64(1.05);
             stats.window_ms = w.as_secs_f64() * 1e3;
             w.mul_f64(rng.unit())
         }
