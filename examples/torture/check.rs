@@ -63,7 +63,7 @@ impl Profile {
 /// Steps a child of `profile` logs before it finishes.
 pub fn steps(profile: Profile) -> u64 {
     match profile {
-        Profile::Batch => 3000,
+        Profile::Batch => 2000,
         Profile::Flush => 600,
         Profile::Finish => 300,
         Profile::Online => 300,

@@ -83,13 +83,39 @@ pub fn writer_child(args: &[String]) -> ExitCode {
     }
     say("FINISHING");
     let t = Instant::now();
-    match run.finish() {
+    // At-finish kills are timed from inside: a thread SIGKILLs this process
+    // `kill_us` after finish() was called (a pipe round trip to the driver
+    // takes longer than a whole finish on a loaded machine).
+    let killer = args
+        .get(4)
+        .and_then(|us| us.parse::<u64>().ok())
+        .map(|us| std::thread::spawn(move || kill_at(t + Duration::from_micros(us))));
+    let result = run.finish();
+    let code = match result {
         Ok(_) => {
             say(&format!("FINISHED {}", t.elapsed().as_micros()));
             ExitCode::SUCCESS
         }
         Err(e) => fail("finish", &e),
+    };
+    if let Some(k) = killer {
+        // Always die by the kill, before or after finish completed.
+        let _ = k.join();
     }
+    code
+}
+
+/// Sends SIGKILL to this process at `at` (sleeps, then spins the last bit).
+fn kill_at(at: Instant) {
+    let left = at.saturating_duration_since(Instant::now());
+    if left > Duration::from_micros(300) {
+        std::thread::sleep(left - Duration::from_micros(200));
+    }
+    while Instant::now() < at {
+        std::hint::spin_loop();
+    }
+    // SAFETY: sends SIGKILL to this very process.
+    unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
 }
 
 /// Logs what [`check::events`] says happens at `step`.

@@ -29,6 +29,8 @@ pub struct Opts {
     pub seed: u64,
     pub kills: usize,
     pub queue_kills: usize,
+    /// Writer kills run at once (each a child, a sync and checks).
+    pub jobs: usize,
     pub tracking_uri: String,
     pub ranklog: PathBuf,
     pub out: PathBuf,
@@ -45,7 +47,7 @@ fn main() -> ExitCode {
             Err(e) => {
                 eprintln!("torture: {e}");
                 eprintln!(
-                    "usage: torture --tracking-uri URI [--seed N] [--kills N] [--queue-kills N] \
+                    "usage: torture --tracking-uri URI [--seed N] [--kills N] [--queue-kills N] [--jobs N] \
                      [--ranklog PATH] [--out FILE] [--work DIR]"
                 );
                 ExitCode::from(2)
@@ -58,6 +60,7 @@ fn parse(args: &[String]) -> Result<Opts, String> {
     let mut seed = None;
     let mut kills = 120;
     let mut queue_kills = 36;
+    let mut jobs = 2;
     let mut uri = None;
     let me = std::env::current_exe().map_err(|e| e.to_string())?;
     // target/release/examples/torture -> target/release/ranklog
@@ -75,6 +78,7 @@ fn parse(args: &[String]) -> Result<Opts, String> {
             "--seed" => seed = Some(val()?.parse().map_err(|_| "bad --seed")?),
             "--kills" => kills = val()?.parse().map_err(|_| "bad --kills")?,
             "--queue-kills" => queue_kills = val()?.parse().map_err(|_| "bad --queue-kills")?,
+            "--jobs" => jobs = val()?.parse().map_err(|_| "bad --jobs")?,
             "--tracking-uri" => uri = Some(val()?),
             "--ranklog" => ranklog = PathBuf::from(val()?),
             "--out" => out = PathBuf::from(val()?),
@@ -91,6 +95,7 @@ fn parse(args: &[String]) -> Result<Opts, String> {
         seed,
         kills,
         queue_kills,
+        jobs,
         tracking_uri: uri.ok_or("--tracking-uri is required")?,
         ranklog,
         out,

@@ -4,6 +4,8 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
@@ -26,8 +28,24 @@ pub struct Stats {
     pub server_missing: u64,
     pub server_duplicates: u64,
     pub failures: u64,
-    /// Kill delay window used (ms).
+    /// Kill delay window used (ms; the widest).
     pub window_ms: f64,
+}
+
+impl Stats {
+    fn add(&mut self, o: &Stats) {
+        self.kills += o.kills;
+        self.crashed += o.crashed;
+        self.finished += o.finished;
+        self.upload_in_progress += o.upload_in_progress;
+        self.acked_checked += o.acked_checked;
+        self.lost_acked += o.lost_acked;
+        self.server_points_checked += o.server_points_checked;
+        self.server_missing += o.server_missing;
+        self.server_duplicates += o.server_duplicates;
+        self.failures += o.failures;
+        self.window_ms = self.window_ms.max(o.window_ms);
+    }
 }
 
 pub type Report = BTreeMap<Profile, Stats>;
@@ -94,8 +112,8 @@ impl Talker {
 
     /// SIGKILLs the child (if still there) and reaps it.
     pub fn kill(&mut self) {
-        // SAFETY: signals our own child, which has not been reaped yet.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGKILL) };
+        // Child::kill sends SIGKILL, and never to a child already reaped.
+        let _ = self.child.kill();
         let _ = self.child.wait();
     }
 
@@ -116,7 +134,13 @@ impl Talker {
     }
 }
 
-fn child_cmd(root: &Path, seed: u64, profile: Profile, uri: &str) -> Result<Command, String> {
+fn child_cmd(
+    root: &Path,
+    seed: u64,
+    profile: Profile,
+    uri: &str,
+    finish_kill: Option<Duration>,
+) -> Result<Command, String> {
     let me = std::env::current_exe().map_err(|e| e.to_string())?;
     let mut cmd = Command::new(me);
     cmd.arg("writer-child")
@@ -124,6 +148,7 @@ fn child_cmd(root: &Path, seed: u64, profile: Profile, uri: &str) -> Result<Comm
         .arg(seed.to_string())
         .arg(profile.arg())
         .arg(uri)
+        .args(finish_kill.map(|d| d.as_micros().to_string()))
         .env_remove("RANKLOG_DIR")
         .env_remove("RANKLOG_MODE")
         .env_remove("RANKLOG_TRACKING_URI")
@@ -133,7 +158,13 @@ fn child_cmd(root: &Path, seed: u64, profile: Profile, uri: &str) -> Result<Comm
 
 /// One child of `profile` run to its end: (RUN -> FINISHING, finish's own time).
 fn calibrate(opts: &Opts, root: &Path, profile: Profile) -> Result<(Duration, Duration), String> {
-    let mut t = Talker::spawn(child_cmd(root, opts.seed, profile, &opts.tracking_uri)?)?;
+    let mut t = Talker::spawn(child_cmd(
+        root,
+        opts.seed,
+        profile,
+        &opts.tracking_uri,
+        None,
+    )?)?;
     let (start, _) = t.wait_for("RUN ", Duration::from_secs(60))?;
     let (fin_at, _) = t.wait_for("FINISHING", Duration::from_secs(60))?;
     let (_, line) = t.wait_for("FINISHED", Duration::from_secs(60))?;
@@ -147,7 +178,7 @@ fn calibrate(opts: &Opts, root: &Path, profile: Profile) -> Result<(Duration, Du
 }
 
 pub fn run(opts: &Opts, work: &Path, failures: &mut Vec<String>) -> Report {
-    let mut report = Report::new();
+    let report = Report::new();
     if opts.kills == 0 {
         return report;
     }
@@ -170,60 +201,73 @@ pub fn run(opts: &Opts, work: &Path, failures: &mut Vec<String>) -> Report {
             }
         }
     }
-    let mut rng = Rng::new(opts.seed);
-    // The finish window adapts so that about half of its kills land before
-    // finish() completed (crashed) and half after (finished).
-    let mut finish_scale = 1.5;
-    for i in 0..opts.kills {
-        let profile = Profile::ALL[i % Profile::ALL.len()];
-        let seed = crate::mix(opts.seed ^ (i as u64).wrapping_mul(0x1000_0001));
-        let (run_for, finish_for) = windows[&profile];
-        let stats = report.entry(profile).or_default();
-        let dir = root.join(format!("kill-{i:04}-{}", profile.arg()));
-        let mut errors = Vec::new();
-        let finished_before = stats.finished;
-        let finish_window = if profile == Profile::Finish {
-            finish_for.mul_f64(finish_scale)
-        } else {
-            finish_for
-        };
-        match one_kill(
-            opts,
-            &dir,
-            seed,
-            profile,
-            run_for,
-            finish_window,
-            &mut rng,
-            stats,
-        ) {
-            Ok(errs) => errors.extend(errs),
-            Err(e) => errors.push(e),
+    // The finish window adapts so that both outcomes (killed inside
+    // finish(), killed after it) stay frequent.
+    let finish_scale = Mutex::new(1.5f64);
+    let next = AtomicUsize::new(0);
+    let shared = Mutex::new((report, Vec::<String>::new()));
+    std::thread::scope(|scope| {
+        for _ in 0..opts.jobs.max(1) {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                if i >= opts.kills {
+                    break;
+                }
+                let profile = Profile::ALL[i % Profile::ALL.len()];
+                let seed = crate::mix(opts.seed ^ (i as u64).wrapping_mul(0x1000_0001));
+                let mut rng = Rng::new(seed);
+                let (run_for, finish_for) = windows[&profile];
+                let dir = root.join(format!("kill-{i:04}-{}", profile.arg()));
+                let mut stats = Stats::default();
+                let finish_window = if profile == Profile::Finish {
+                    finish_for.mul_f64(*finish_scale.lock().unwrap_or_else(|e| e.into_inner()))
+                } else {
+                    finish_for
+                };
+                let mut errors = Vec::new();
+                match one_kill(
+                    opts,
+                    &dir,
+                    seed,
+                    profile,
+                    run_for,
+                    finish_window,
+                    &mut rng,
+                    &mut stats,
+                ) {
+                    Ok(errs) => errors.extend(errs),
+                    Err(e) => errors.push(e),
+                }
+                if profile == Profile::Finish {
+                    let mut scale = finish_scale.lock().unwrap_or_else(|e| e.into_inner());
+                    *scale =
+                        (*scale * if stats.finished > 0 { 0.85 } else { 1.15 }).clamp(0.3, 6.0);
+                }
+                if errors.is_empty() {
+                    // Keep the disk small: a passed kill's run is not needed.
+                    let _ = std::fs::remove_dir_all(&dir);
+                } else {
+                    stats.failures += 1;
+                }
+                let mut guard = shared.lock().unwrap_or_else(|e| e.into_inner());
+                let (report, fails) = &mut *guard;
+                report.entry(profile).or_default().add(&stats);
+                for e in errors {
+                    fails.push(format!(
+                        "writer kill {i} ({}, seed {seed}, {}): {e}",
+                        profile.state(),
+                        dir.display()
+                    ));
+                }
+                let done: u64 = report.values().map(|s| s.kills).sum();
+                if done % 20 == 0 {
+                    eprintln!("torture: {done} writer kills done");
+                }
+            });
         }
-        if profile == Profile::Finish {
-            if stats.finished > finished_before {
-                finish_scale *= 0.8;
-            } else {
-                finish_scale *= 1.15;
-            }
-        }
-        if !errors.is_empty() {
-            stats.failures += 1;
-            for e in errors {
-                failures.push(format!(
-                    "writer kill {i} ({}, seed {seed}, {}): {e}",
-                    profile.state(),
-                    dir.display()
-                ));
-            }
-        } else {
-            // Keep the disk small: a passed kill's run is not needed.
-            let _ = std::fs::remove_dir_all(&dir);
-        }
-        if (i + 1) % 20 == 0 {
-            eprintln!("torture: {} writer kills done", i + 1);
-        }
-    }
+    });
+    let (report, fails) = shared.into_inner().unwrap_or_else(|e| e.into_inner());
+    failures.extend(fails);
     report
 }
 
@@ -239,21 +283,30 @@ fn one_kill(
     stats: &mut Stats,
 ) -> Result<Vec<String>, String> {
     let mut errors = Vec::new();
-    let mut t = Talker::spawn(child_cmd(root, seed, profile, &opts.tracking_uri)?)?;
+    // At finish the child kills itself (see child.rs): uniform in the window.
+    let finish_kill = (profile == Profile::Finish).then(|| finish_for.mul_f64(rng.unit()));
+    if profile == Profile::Finish {
+        stats.window_ms = finish_for.as_secs_f64() * 1e3;
+    }
+    let mut t = Talker::spawn(child_cmd(
+        root,
+        seed,
+        profile,
+        &opts.tracking_uri,
+        finish_kill,
+    )?)?;
     let (_, line) = t
         .wait_for("RUN ", Duration::from_secs(60))
         .inspect_err(|_| t.kill())?;
     let dir = PathBuf::from(line.trim_start_matches("RUN ").trim());
     let delay = match profile {
         Profile::Finish => {
-            // The window: from just before finish() to a multiple of what
-            // a whole finish took in calibration (adapted by the caller).
-            if let Err(e) = t.wait_for("FINISHING", Duration::from_secs(60)) {
-                t.kill();
-                return Err(e);
+            // The child dies by its own SIGKILL; wait for it (bounded).
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while matches!(t.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(1));
             }
-            stats.window_ms = finish_for.as_secs_f64() * 1e3;
-            finish_for.mul_f64(rng.unit())
+            Duration::ZERO
         }
         Profile::Online => {
             // Logging, then finish() waiting for the upload to catch up.
