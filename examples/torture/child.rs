@@ -60,6 +60,7 @@ pub fn writer_child(args: &[String]) -> ExitCode {
         return fail("init", &"the run has no directory");
     };
     say(&format!("RUN {}", dir.display()));
+    let started = Instant::now();
     let steps = check::steps(profile);
     let every = check::flush_every(seed, profile);
     for step in 0..steps {
@@ -81,7 +82,7 @@ pub fn writer_child(args: &[String]) -> ExitCode {
             }
         }
     }
-    say("FINISHING");
+    say(&format!("FINISHING {}", started.elapsed().as_micros()));
     let t = Instant::now();
     // At-finish kills are timed from inside: a thread SIGKILLs this process
     // `kill_us` after finish() was called (a pipe round trip to the driver

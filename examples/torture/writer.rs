@@ -30,6 +30,8 @@ pub struct Stats {
     pub failures: u64,
     /// Kill delay window used (ms; the widest).
     pub window_ms: f64,
+    /// How long finish() took when the child got to report it (µs).
+    pub finish_us: Option<u64>,
 }
 
 impl Stats {
@@ -165,16 +167,23 @@ fn calibrate(opts: &Opts, root: &Path, profile: Profile) -> Result<(Duration, Du
         &opts.tracking_uri,
         None,
     )?)?;
-    let (start, _) = t.wait_for("RUN ", Duration::from_secs(60))?;
-    let (fin_at, _) = t.wait_for("FINISHING", Duration::from_secs(60))?;
+    // The child's own clock: the pipe adds latency of its own.
+    let micros = |line: &str, prefix: &str| -> u64 {
+        line.trim_start_matches(prefix)
+            .trim()
+            .parse()
+            .unwrap_or(1000)
+    };
+    t.wait_for("RUN ", Duration::from_secs(60))?;
+    let (_, line) = t.wait_for("FINISHING", Duration::from_secs(60))?;
+    let run_us = micros(&line, "FINISHING");
     let (_, line) = t.wait_for("FINISHED", Duration::from_secs(60))?;
     let _ = t.child.wait();
-    let us: u64 = line
-        .trim_start_matches("FINISHED")
-        .trim()
-        .parse()
-        .unwrap_or(1000);
-    Ok((fin_at - start, Duration::from_micros(us)))
+    let finish_us = micros(&line, "FINISHED");
+    Ok((
+        Duration::from_micros(run_us),
+        Duration::from_micros(finish_us),
+    ))
 }
 
 pub fn run(opts: &Opts, work: &Path, failures: &mut Vec<String>) -> Report {
@@ -201,9 +210,17 @@ pub fn run(opts: &Opts, work: &Path, failures: &mut Vec<String>) -> Report {
             }
         }
     }
-    // The finish window adapts so that both outcomes (killed inside
-    // finish(), killed after it) stay frequent.
-    let finish_scale = Mutex::new(1.5f64);
+    // Each state's kill window adapts to the machine's pace so that a set
+    // share of its kills lands after finish() completed (`finished_share`)
+    // and the rest inside the state.
+    let scales = Mutex::new(
+        Profile::ALL
+            .iter()
+            .map(|&p| (p, 1.0))
+            .collect::<BTreeMap<Profile, f64>>(),
+    );
+    // What finish() takes, from the kills that let it complete.
+    let finish_est = Mutex::new(windows[&Profile::Finish].1);
     let next = AtomicUsize::new(0);
     let shared = Mutex::new((report, Vec::<String>::new()));
     std::thread::scope(|scope| {
@@ -217,12 +234,16 @@ pub fn run(opts: &Opts, work: &Path, failures: &mut Vec<String>) -> Report {
                 let seed = crate::mix(opts.seed ^ (i as u64).wrapping_mul(0x1000_0001));
                 let mut rng = Rng::new(seed);
                 let (run_for, finish_for) = windows[&profile];
+                let scale = scales.lock().unwrap_or_else(|e| e.into_inner())[&profile];
                 let dir = root.join(format!("kill-{i:04}-{}", profile.arg()));
                 let mut stats = Stats::default();
-                let finish_window = if profile == Profile::Finish {
-                    finish_for.mul_f64(*finish_scale.lock().unwrap_or_else(|e| e.into_inner()))
-                } else {
-                    finish_for
+                let (run_for, finish_window) = match profile {
+                    Profile::Finish => {
+                        let est = *finish_est.lock().unwrap_or_else(|e| e.into_inner());
+                        (run_for, est.mul_f64(scale))
+                    }
+                    Profile::Online => (run_for.mul_f64(scale), finish_for.mul_f64(scale)),
+                    _ => (run_for.mul_f64(scale), finish_for),
                 };
                 let mut errors = Vec::new();
                 match one_kill(
@@ -238,10 +259,21 @@ pub fn run(opts: &Opts, work: &Path, failures: &mut Vec<String>) -> Report {
                     Ok(errs) => errors.extend(errs),
                     Err(e) => errors.push(e),
                 }
-                if profile == Profile::Finish {
-                    let mut scale = finish_scale.lock().unwrap_or_else(|e| e.into_inner());
-                    *scale =
-                        (*scale * if stats.finished > 0 { 0.85 } else { 1.15 }).clamp(0.3, 6.0);
+                if let (Profile::Finish, Some(us)) = (profile, stats.finish_us) {
+                    let mut est = finish_est.lock().unwrap_or_else(|e| e.into_inner());
+                    *est = est.mul_f64(0.5) + Duration::from_micros(us).mul_f64(0.5);
+                }
+                {
+                    let p = finished_share(profile);
+                    let mut scales = scales.lock().unwrap_or_else(|e| e.into_inner());
+                    if let Some(s) = scales.get_mut(&profile) {
+                        let f = if stats.finished > 0 {
+                            0.85
+                        } else {
+                            1.0 + 0.15 * p / (1.0 - p)
+                        };
+                        *s = (*s * f).clamp(0.2, 6.0);
+                    }
                 }
                 if errors.is_empty() {
                     // Keep the disk small: a passed kill's run is not needed.
@@ -269,6 +301,15 @@ pub fn run(opts: &Opts, work: &Path, failures: &mut Vec<String>) -> Report {
     let (report, fails) = shared.into_inner().unwrap_or_else(|e| e.into_inner());
     failures.extend(fails);
     report
+}
+
+/// The share of a state's kills meant to land after finish() completed.
+fn finished_share(profile: Profile) -> f64 {
+    match profile {
+        Profile::Batch | Profile::Flush => 0.2,
+        Profile::Finish => 0.5,
+        Profile::Online => 0.3,
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -310,12 +351,12 @@ fn one_kill(
         }
         Profile::Online => {
             // Logging, then finish() waiting for the upload to catch up.
-            let w = (run_for + finish_for).mul_f64(1.05);
+            let w = run_for + finish_for;
             stats.window_ms = w.as_secs_f64() * 1e3;
             w.mul_f64(rng.unit())
         }
         _ => {
-            let w = run_for.mul_f64(1.05);
+            let w = run_for;
             stats.window_ms = w.as_secs_f64() * 1e3;
             w.mul_f64(rng.unit())
         }
@@ -328,6 +369,10 @@ fn one_kill(
         errors.push(format!("child reported {l}"));
     }
     let said_finished = t.seen.iter().any(|l| l.starts_with("FINISHED"));
+    stats.finish_us = t.seen.iter().find_map(|l| {
+        l.strip_prefix("FINISHED ")
+            .and_then(|us| us.trim().parse().ok())
+    });
     let acked = t.last_ack();
     if profile == Profile::Online {
         let complete =
