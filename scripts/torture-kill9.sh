@@ -61,14 +61,17 @@ MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false setsid "$venv/bin/mlflow" server \
     >"$tmp/server.log" 2>&1 </dev/null &
 server_pgid=$!
 deadline=$(( $(date +%s) + 300 ))
-until curl -fsS -o /dev/null "$uri/health" 2>/dev/null; do
+ready() {
+    "$venv/bin/python" -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=5)' "$uri/health" 2>/dev/null
+}
+until ready; do
     if ! kill -0 "$server_pgid" 2>/dev/null; then
         say "mlflow server exited:"; cat "$tmp/server.log" >&2; exit 1
     fi
     if [ "$(date +%s)" -ge "$deadline" ]; then
         say "mlflow server did not answer within 300 s:"; tail -50 "$tmp/server.log" >&2; exit 1
     fi
-    sleep 0.2
+    sleep 0.5
 done
 say "mlflow server ready after $(( $(date +%s) - started )) s"
 
