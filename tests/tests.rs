@@ -5,6 +5,7 @@ mod export;
 mod group;
 mod interop_mlflow;
 mod queue;
+mod queue_faults;
 mod runs;
 mod store;
 mod sync;

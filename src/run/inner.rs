@@ -275,6 +275,12 @@ impl Inner {
                 })
             }
             Some(SinkError::OwnerGone) => return Err(Error::OwnerGone { rank: self.rank }),
+            Some(SinkError::OwnerUnresponsive { seconds }) => {
+                return Err(Error::OwnerUnresponsive {
+                    rank: self.rank,
+                    seconds,
+                })
+            }
         }
         Ok(out)
     }

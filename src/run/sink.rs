@@ -55,6 +55,11 @@ pub(crate) enum SinkError {
     WriterGone,
     /// Rank 0 is gone (a worker under the blocking policy).
     OwnerGone,
+    /// Rank 0 took nothing for the stall timeout (a worker under the blocking policy).
+    OwnerUnresponsive {
+        /// The stall timeout.
+        seconds: u64,
+    },
 }
 
 /// The sending side of a writer thread.
@@ -85,9 +90,12 @@ impl Sink {
             Sink::Disabled => Ok(()),
             Sink::Local(l) => l.send(record).map_err(|()| SinkError::WriterGone),
             Sink::Owner(o) => o.send(record).map_err(|()| SinkError::WriterGone),
-            Sink::Worker(w) => w
-                .send(record)
-                .map_err(|SendError::OwnerGone| SinkError::OwnerGone),
+            Sink::Worker(w) => w.send(record).map_err(|e| match e {
+                SendError::OwnerGone => SinkError::OwnerGone,
+                SendError::OwnerUnresponsive { seconds } => {
+                    SinkError::OwnerUnresponsive { seconds }
+                }
+            }),
         }
     }
 
@@ -132,7 +140,13 @@ impl Sink {
             Sink::Worker(w) => {
                 let r = w.finish(timeout);
                 if !r.delivered {
-                    return Err(Error::OwnerGone { rank: w.rank() });
+                    let rank = w.rank();
+                    return Err(match w.lost() {
+                        SendError::OwnerUnresponsive { seconds } => {
+                            Error::OwnerUnresponsive { rank, seconds }
+                        }
+                        SendError::OwnerGone => Error::OwnerGone { rank },
+                    });
                 }
                 return Ok(Some(Report {
                     steps: 0,

@@ -134,6 +134,7 @@ pub struct Settings {
     queue_port: Option<u16>,
     connect_timeout: Option<Duration>,
     straggler_timeout: Option<Duration>,
+    stall_timeout: Option<Duration>,
     export_wandb: Option<PathBuf>,
     upload_timeout: Option<Duration>,
 }
@@ -325,6 +326,18 @@ impl Settings {
     /// the ranks that came (default 60 s; `RANKLOG_STRAGGLER_TIMEOUT_S`).
     pub fn straggler_timeout(mut self, timeout: Duration) -> Settings {
         self.straggler_timeout = Some(timeout);
+        self
+    }
+
+    /// How long a single-writer worker waits for rank 0 to take its rows
+    /// (default 60 s; `RANKLOG_QUEUE_STALL_TIMEOUT_S`). Under
+    /// [`Policy::Block`], a `log` that found the buffer full for this long,
+    /// or a send to rank 0 that made no progress for this long, makes the
+    /// worker treat rank 0 as unresponsive: it warns, `log` returns
+    /// [`Error::OwnerUnresponsive`], and later rows are dropped and counted.
+    /// It also bounds a worker's `finish` while rank 0 takes nothing.
+    pub fn queue_stall_timeout(mut self, timeout: Duration) -> Settings {
+        self.stall_timeout = Some(timeout);
         self
     }
 

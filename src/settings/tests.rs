@@ -104,3 +104,32 @@ fn config_must_be_an_object() {
         Err(Error::ConfigNotAnObject { found: "an array" })
     ));
 }
+
+#[test]
+fn queue_stall_timeout_comes_from_code_env_or_default() -> Result<()> {
+    let job = [
+        ("RANK", "1"),
+        ("WORLD_SIZE", "2"),
+        ("LOCAL_RANK", "1"),
+        ("LOCAL_WORLD_SIZE", "2"),
+        ("RANKLOG_STRATEGY", "single-writer"),
+        ("RANKLOG_GROUP", "g"),
+    ];
+    let stall = |s: Settings, extra: &[(&str, &str)]| -> Result<Duration> {
+        let mut vars = job.to_vec();
+        vars.extend_from_slice(extra);
+        let r = s.resolve_with(&with(&vars))?;
+        Ok(r.queue.map(|q| q.stall_timeout).unwrap_or_default())
+    };
+    assert_eq!(stall(Settings::new(), &[])?, Duration::from_secs(60));
+    let env = [("RANKLOG_QUEUE_STALL_TIMEOUT_S", "7")];
+    assert_eq!(stall(Settings::new(), &env)?, Duration::from_secs(7));
+    let code = Settings::new().queue_stall_timeout(Duration::from_secs(2));
+    assert_eq!(stall(code, &env)?, Duration::from_secs(2));
+    let zero = [("RANKLOG_QUEUE_STALL_TIMEOUT_S", "0")];
+    assert!(matches!(
+        stall(Settings::new(), &zero),
+        Err(Error::InvalidSetting { .. })
+    ));
+    Ok(())
+}
