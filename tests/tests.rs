@@ -1,6 +1,7 @@
 //! Behaviour tests: one binary built from modules, so CI links once.
 
 mod cli;
+mod clock;
 mod export;
 mod group;
 mod interop_mlflow;
