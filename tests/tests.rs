@@ -2,6 +2,7 @@
 
 mod cli;
 mod clock;
+mod disk_full;
 mod export;
 mod group;
 mod interop_mlflow;

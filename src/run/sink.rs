@@ -367,7 +367,17 @@ impl WriterStage {
     /// Writes what is pending; on failure keeps it (bounded) for the next try.
     fn flush(&mut self) -> io::Result<()> {
         match self.log.flush() {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                // Space came back before anything had to be discarded: the
+                // run is whole, and `finish` must not report a failure.
+                if self.lost == 0 && self.failure.take().is_some() {
+                    tracing::info!(
+                        path = %self.log.path().display(),
+                        "ranklog: the run log is written again; nothing was lost"
+                    );
+                }
+                Ok(())
+            }
             Err(e) => {
                 if self.failure.is_none() {
                     crate::console::warn(&format!(
@@ -389,10 +399,14 @@ impl WriterStage {
         let state = exit.state;
         let (code, message, t_us) = (exit.code, exit.message.clone(), exit.t_us);
         self.log.append(&Record::Exit(exit));
-        let synced = self.log.sync();
-        if let Err(e) = synced {
-            self.failure.get_or_insert(e);
-            self.lost += self.log.discard_pending();
+        match self.log.sync() {
+            Err(e) => {
+                self.failure.get_or_insert(e);
+                self.lost += self.log.discard_pending();
+            }
+            // Every record is in the file after all: space came back.
+            Ok(()) if self.lost == 0 => self.failure = None,
+            Ok(()) => {}
         }
         let ended = time::OffsetDateTime::now_utc();
         let fin = FinalSummary {
