@@ -38,7 +38,7 @@
 //! | fault | `Block` | `DropNewest` |
 //! |---|---|---|
 //! | rank 0 exits or is killed; its port closes (FIN); the connection is reset (RST) | `log` returns [`crate::Error::OwnerGone`] within about 100 ms | `log` goes on, rows are dropped and counted |
-//! | rank 0 frozen (SIGSTOP), overloaded, or a half-open connection | `log` returns [`crate::Error::OwnerUnresponsive`] once its buffer stayed full for the stall timeout | `log` goes on, rows are dropped and counted |
+//! | rank 0 frozen (SIGSTOP), overloaded, or a half-open connection | `log` returns [`crate::Error::OwnerUnresponsive`] once its buffer stayed full for the stall timeout | `log` goes on, rows are dropped and counted; once the buffer is full and nothing was sent for the stall timeout, the worker warns and stops sending |
 //! | any of these, at `finish` | returns within the finish timeout; within about 200 ms once rank 0 is known gone or unresponsive, and after the stall timeout when the sender makes no progress | same |
 //!
 //! Over TCP every write to rank 0 has the stall timeout as its write

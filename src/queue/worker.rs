@@ -7,8 +7,11 @@
 //!   `log` returns [`SendError::OwnerUnresponsive`], later rows are dropped
 //!   and counted.
 //! - `DropNewest`: `log` never waits; rows that find the buffer full are
-//!   dropped, and keys, summaries and config skip the full buffer through
-//!   an unbounded side channel (they are few) so they are never lost.
+//!   dropped, and keys, summaries and config skip the full buffer through a
+//!   side channel so they are never lost. When the buffer is full and the
+//!   sender has sent nothing for the stall timeout, rank 0 is declared
+//!   unresponsive (a warning; everything after is dropped and counted), so
+//!   the side channel holds at most what came in one stall timeout.
 //! - `finish` waits at most its timeout, and only a short grace once the
 //!   owner is known to be gone or unresponsive, or when the sender makes no
 //!   progress for the stall timeout.
@@ -209,6 +212,13 @@ impl WorkerSink {
             Err(TrySendError::Full(record)) => {
                 self.sender.unpark();
                 if self.policy == Policy::DropNewest {
+                    // Full, and nothing sent for the stall timeout: the owner
+                    // is frozen or cut off. Stop queueing (the side channel
+                    // for keys would otherwise grow while it stays so).
+                    if self.shared.last_progress().elapsed() >= self.shared.stall {
+                        self.shared.lose(STALLED);
+                        return self.after_owner_lost(&record);
+                    }
                     if matches!(record, Record::History(_)) {
                         self.shared.drop_row(&record);
                     } else {
