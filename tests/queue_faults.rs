@@ -588,10 +588,11 @@ fn job_with_fault(fault: Fault) {
             assert_eq!(s.dropped.get(&rank), Some(&dropped), "{:?}", s.dropped);
         }
     }
-    // Never waited: a log that waited for rank 0 would take the stall timeout.
+    // Never waited: the only wait of a worker's log is the stall timeout
+    // (3 s); 2 s leaves room for a busy machine descheduling the process.
     let drop_max_log = drop.number("MAX LOG MS");
     assert!(
-        drop_max_log < 1000,
+        drop_max_log < 2000,
         "a drop_newest log took {drop_max_log} ms"
     );
     let block_max_log = block.number("MAX LOG MS");
