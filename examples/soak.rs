@@ -234,6 +234,10 @@ fn drive(o: &Opts) -> Res<()> {
     for (rank, samples) in &curves {
         print_curve(*rank, samples);
         let verdict = judge(samples);
+        match &verdict {
+            Ok(v) => println!("rank {rank}: {v}"),
+            Err(why) => println!("rank {rank}: GREW: {why}"),
+        }
         if let Err(why) = &verdict {
             failures.push(format!("rank {rank}: {why}"));
         }
