@@ -42,7 +42,17 @@
 //! and 403 become [`crate::Error::PermissionDenied`]; other 4xx answers are
 //! reported with the server's message ([`crate::Error::ServerRejected`]);
 //! connection errors, timeouts, 429 and 5xx are retried with exponential
-//! backoff (250 ms doubling to 10 s, with jitter).
+//! backoff (250 ms doubling to 10 s, with jitter; see
+//! [`crate::Settings::upload_backoff`]), or after the wait a 429 or 5xx
+//! answer's `Retry-After` asks for (up to 5 min). One request may take 60 s
+//! ([`crate::Settings::upload_request_timeout`]); `ranklog sync` reads both
+//! from the same environment variables.
+//!
+//! A request that failed may still have been applied (a 500 or a lost
+//! answer after the server wrote it, a timeout while it was slow): every
+//! retried request is one the server applies once however often it comes,
+//! except `runs/create`, which is never simply sent again: the run is
+//! looked up by its tag first, each time.
 //!
 //! # Examples
 //!
@@ -124,7 +134,12 @@ impl Target {
     ///
     /// As [`Uploader::run`].
     pub fn check(&self) -> Result<()> {
-        let client = client::Client::new(&self.server, self.credentials.clone())?;
+        let tuning = crate::settings::upload_tuning_from_env()?;
+        let client = client::Client::new(
+            &self.server,
+            self.credentials.clone(),
+            tuning.request_timeout,
+        )?;
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
