@@ -4,7 +4,9 @@
 //! file, so `Run::log` is exactly as cheap as offline. When the server is
 //! unreachable it warns once and retries with backoff for the whole run.
 //! [`LiveUpload::finish`] gives it a deadline to catch up after the exit
-//! record is written; what it could not send stays for `ranklog sync`.
+//! record is written; requests still unanswered at the deadline are
+//! abandoned and the thread ends, releasing the run's upload lock; what it
+//! could not send stays for `ranklog sync`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -49,10 +49,14 @@
 //! from the same environment variables.
 //!
 //! A request that failed may still have been applied (a 500 or a lost
-//! answer after the server wrote it, a timeout while it was slow): every
-//! retried request is one the server applies once however often it comes,
-//! except `runs/create`, which is never simply sent again: the run is
-//! looked up by its tag first, each time.
+//! answer after the server wrote it, a timeout while it was slow), so every
+//! retried request is one whose repetition changes nothing: batches as
+//! above, `runs/update`, reads; `experiments/create` sent again answers
+//! `RESOURCE_ALREADY_EXISTS` and the experiment is got by name; and
+//! `runs/create` is never simply sent again: each attempt looks the run up
+//! by its `ranklog.run_id` tag first. An online run's upload never outlives
+//! the deadline `finish` gives it: a request still unanswered then is
+//! abandoned, and what it carried is sent again by `ranklog sync`.
 //!
 //! # Examples
 //!
