@@ -339,17 +339,19 @@ fn serve(
             let mut h = std::collections::hash_map::DefaultHasher::new();
             std::hash::Hash::hash(&req.target, &mut h);
             std::hash::Hash::hash(&req.body, &mut h);
-            let seen = s
-                .bodies
-                .entry((path.clone(), std::hash::Hasher::finish(&h)))
-                .or_default();
-            seen.0 += 1;
-            seen.1 += u64::from(fault.forwards());
-            fault
+            let key = (path.clone(), std::hash::Hasher::finish(&h));
+            s.bodies.entry(key.clone()).or_default().0 += 1;
+            (fault, key)
         };
+        let (fault, key) = fault;
         let answer = if fault.forwards() {
             match forward(http, upstream, &req) {
-                Some(a) => Some(a),
+                Some(a) => {
+                    if let Some(seen) = state.lock().unwrap().bodies.get_mut(&key) {
+                        seen.1 += 1;
+                    }
+                    Some(a)
+                }
                 None => {
                     // The server behind is down: so is the connection.
                     state.lock().unwrap().upstream_down += 1;
