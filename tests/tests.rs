@@ -4,6 +4,7 @@ mod cli;
 mod export;
 mod group;
 mod interop_mlflow;
+mod interop_mlflow_faults;
 mod queue;
 mod runs;
 mod store;
