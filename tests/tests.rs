@@ -6,6 +6,7 @@ mod disk_full;
 mod export;
 mod group;
 mod interop_mlflow;
+mod interop_mlflow_faults;
 mod queue;
 mod queue_faults;
 mod runs;

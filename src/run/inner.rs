@@ -152,7 +152,11 @@ impl Inner {
         let sink = wrap(local, &id, &name)?;
         let mut inner = Inner::new(id, name, Some(dir.clone()), start_unix_us, cfg, sink);
         if let Some(target) = target {
-            inner.upload = Some(crate::sync::live::LiveUpload::start(&dir, target));
+            inner.upload = Some(crate::sync::live::LiveUpload::start(
+                &dir,
+                target,
+                cfg.upload_tuning,
+            ));
         }
         if cfg.capture_git {
             inner.start_git_capture();

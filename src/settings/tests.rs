@@ -133,3 +133,33 @@ fn queue_stall_timeout_comes_from_code_env_or_default() -> Result<()> {
     ));
     Ok(())
 }
+
+#[test]
+fn upload_timeouts_and_backoff_come_from_code_or_env() -> Result<()> {
+    let r = Settings::new().resolve_with(&with(&[]))?;
+    assert_eq!(r.upload_tuning, UploadTuning::default());
+    let env = with(&[
+        ("RANKLOG_UPLOAD_REQUEST_TIMEOUT_MS", "1500"),
+        ("RANKLOG_UPLOAD_BACKOFF_MIN_MS", "20"),
+        ("RANKLOG_UPLOAD_BACKOFF_MAX_MS", "400"),
+    ]);
+    let r = Settings::new().resolve_with(&env)?;
+    assert_eq!(r.upload_tuning.request_timeout, Duration::from_millis(1500));
+    assert_eq!(r.upload_tuning.backoff_min, Duration::from_millis(20));
+    assert_eq!(r.upload_tuning.backoff_max, Duration::from_millis(400));
+    let r = Settings::new()
+        .upload_request_timeout(Duration::from_secs(2))
+        .upload_backoff(Duration::from_secs(1), Duration::from_millis(10))
+        .resolve_with(&env)?;
+    assert_eq!(r.upload_tuning.request_timeout, Duration::from_secs(2));
+    // The longest wait is never below the first.
+    assert_eq!(r.upload_tuning.backoff_max, Duration::from_secs(1));
+    for bad in ["0", "soon"] {
+        let e = Settings::new().resolve_with(&with(&[("RANKLOG_UPLOAD_REQUEST_TIMEOUT_MS", bad)]));
+        assert!(
+            matches!(e, Err(Error::InvalidSetting { ref name, .. }) if name == "RANKLOG_UPLOAD_REQUEST_TIMEOUT_MS"),
+            "{bad}"
+        );
+    }
+    Ok(())
+}
