@@ -104,6 +104,37 @@ fn child_disk_fills_then_frees() -> ranklog::Result<()> {
 }
 
 #[test]
+fn a_disk_that_fills_before_the_first_flush_is_reported_at_finish() {
+    let root = temp_root();
+    let stderr = run(
+        "disk_full::child_disk_full_only_at_finish",
+        &[("RANKLOG_DIR", &root.path().display().to_string())],
+    );
+    assert_reported_once(&stderr);
+}
+
+#[test]
+#[ignore = "run as a child process by a_disk_that_fills_before_the_first_flush_is_reported_at_finish"]
+fn child_disk_full_only_at_finish() -> ranklog::Result<()> {
+    if !is_child() {
+        return Ok(());
+    }
+    let root = PathBuf::from(std::env::var("RANKLOG_DIR").unwrap_or_default());
+    // No periodic flush: every row is still pending when `finish` writes.
+    let run = ranklog::init(offline(&root).flush_interval(Duration::from_secs(3600)))?;
+    run.flush()?;
+    limit_file_size(log_size(&root));
+    for i in 0..100u32 {
+        run.log([("x", f64::from(i))])?;
+    }
+    match run.finish() {
+        Err(ranklog::Error::WriteFailed { lost, .. }) => assert!(lost > 0),
+        other => panic!("expected WriteFailed, got {other:?}"),
+    }
+    Ok(())
+}
+
+#[test]
 fn a_full_disk_at_the_single_writer_owner_does_not_stop_its_workers() {
     let root = temp_root();
     let port = std::net::TcpListener::bind("127.0.0.1:0")

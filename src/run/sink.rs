@@ -401,6 +401,14 @@ impl WriterStage {
         self.log.append(&Record::Exit(exit));
         match self.log.sync() {
             Err(e) => {
+                // The first failure may come only now, when every row was
+                // still pending: it is reported like one met by a flush.
+                if self.failure.is_none() {
+                    crate::console::warn(&format!(
+                        "cannot write {} ({e}); the rows not yet written are lost",
+                        self.log.path().display()
+                    ));
+                }
                 self.failure.get_or_insert(e);
                 self.lost += self.log.discard_pending();
             }
