@@ -19,8 +19,13 @@ const CONNECT_TIMEOUT_S: u64 = 2;
 /// `RANKLOG_STRAGGLER_TIMEOUT_S`.
 const STRAGGLER_TIMEOUT_S: u64 = 1;
 const WORLD: u32 = 4;
-/// Documented: a worker notices that rank 0 is gone within about 100 ms.
-const OWNER_GONE_NOTICE: Duration = Duration::from_millis(100);
+/// `RANKLOG_QUEUE_STALL_TIMEOUT_S`: not reached by a kill (the connection
+/// closes), set small so a wrong path would show.
+const STALL_TIMEOUT_S: u64 = 2;
+/// Documented (src/queue/mod.rs, Bounds): a worker's `log` returns
+/// `OwnerGone` within about 100 ms of rank 0 being killed, and its `finish`
+/// returns within about 200 ms once rank 0 is known gone.
+const OWNER_GONE_NOTICE: Duration = Duration::from_millis(100 + 200);
 /// Added to every documented bound: process exit and scheduling on a
 /// loaded 2-core machine.
 pub const SLACK: Duration = Duration::from_millis(400);
@@ -159,6 +164,7 @@ fn one_job(
                 "RANKLOG_STRAGGLER_TIMEOUT_S",
                 STRAGGLER_TIMEOUT_S.to_string(),
             )
+            .env("RANKLOG_QUEUE_STALL_TIMEOUT_S", STALL_TIMEOUT_S.to_string())
             .env_remove("MASTER_PORT")
             .env_remove("RANKLOG_MODE")
             .env_remove("RANKLOG_TRACKING_URI")
@@ -217,8 +223,8 @@ fn one_job(
     let connected_before_kill = phase == Phase::Running;
     let bound = |r: usize| -> Duration {
         match victim {
-            // Workers notice within ~100 ms; before they joined, init gives up
-            // after the connect timeout.
+            // Workers notice within ~100 ms and finish within ~200 ms more;
+            // before they joined, init gives up after the connect timeout.
             Victim::Owner if connected_before_kill => OWNER_GONE_NOTICE + SLACK,
             Victim::Owner => Duration::from_secs(CONNECT_TIMEOUT_S) + OWNER_GONE_NOTICE + SLACK,
             // Rank 0's finish waits at most the finish timeout for goodbyes
@@ -489,6 +495,7 @@ pub fn to_json(r: &Report) -> serde_json::Value {
         "finish_timeout_s": FINISH_TIMEOUT_S,
         "connect_timeout_s": CONNECT_TIMEOUT_S,
         "straggler_timeout_s": STRAGGLER_TIMEOUT_S,
+        "stall_timeout_s": STALL_TIMEOUT_S,
         "slack_ms": SLACK.as_millis() as u64,
         "jobs": rows,
     })
