@@ -224,6 +224,21 @@ impl Client {
                     retry_after: None,
                 })
             }
+            // Two writers of the same rows at once (an uploader killed with
+            // its request in flight, then `ranklog sync`): MLflow's SQL store
+            // lets the loser's unique-key violation out as a 400. Sent again,
+            // the same rows are found and accepted, so it is worth retrying.
+            400 if is_write_conflict(body) => {
+                let detail = format!("HTTP {status} on {}: {}", api_path(path), snippet(body));
+                Err(Failure::Transient {
+                    error: Box::new(Error::ServerUnavailable {
+                        server,
+                        detail: detail.clone(),
+                    }),
+                    detail,
+                    retry_after: None,
+                })
+            }
             _ => match json.as_ref().and_then(|v| v.get("error_code")?.as_str()) {
                 Some(code) => Ok(Answer::Api(ApiError {
                     status,
@@ -436,6 +451,20 @@ fn snippet(body: &[u8]) -> String {
     s
 }
 
+/// Whether an error body is a database unique-key violation (SQLite,
+/// PostgreSQL, MySQL wording), which a concurrent writer of the same rows causes.
+fn is_write_conflict(body: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(body);
+    [
+        "IntegrityError",
+        "UNIQUE constraint failed",
+        "duplicate key value",
+        "Duplicate entry",
+    ]
+    .iter()
+    .any(|m| text.contains(m))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -457,6 +486,24 @@ mod tests {
         );
         assert!(split_user_info("ftp://h").is_err());
         assert!(split_user_info("localhost:5000").is_err());
+    }
+
+    /// Regression (kill-9 torture): `ranklog sync` right after an online run
+    /// was killed with a log-batch in flight failed on MLflow's raw
+    /// unique-key error instead of retrying.
+    #[test]
+    fn a_concurrent_write_conflict_is_retried() {
+        let c = Client::new("http://127.0.0.1:1", None, Duration::from_secs(1)).unwrap();
+        let body = br#"{"error_code":"BAD_REQUEST","message":"(sqlite3.IntegrityError) UNIQUE constraint failed: params.key, params.run_uuid"}"#;
+        assert!(matches!(
+            c.classify("runs/log-batch", 400, body),
+            Err(Failure::Transient { .. })
+        ));
+        let body = br#"{"error_code":"INVALID_PARAMETER_VALUE","message":"Changing param values is not allowed"}"#;
+        assert!(matches!(
+            c.classify("runs/log-batch", 400, body),
+            Ok(Answer::Api(ApiError { status: 400, .. }))
+        ));
     }
 
     #[test]

@@ -41,7 +41,9 @@
 //! A batch holds at most 1000 entities, 100 params, 100 tags and 1 MB. 401
 //! and 403 become [`crate::Error::PermissionDenied`]; other 4xx answers are
 //! reported with the server's message ([`crate::Error::ServerRejected`]);
-//! connection errors, timeouts, 429 and 5xx are retried with exponential
+//! connection errors, timeouts, 429, 5xx and a 400 reporting a database
+//! unique-key conflict (two uploaders writing the same rows at once, e.g. a
+//! killed run's last request and `ranklog sync`) are retried with exponential
 //! backoff (250 ms doubling to 10 s, with jitter; see
 //! [`crate::Settings::upload_backoff`]), or after the wait a 429 or 5xx
 //! answer's `Retry-After` asks for (up to 5 min). One request may take 60 s
