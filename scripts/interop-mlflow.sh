@@ -9,7 +9,10 @@
 # 127.0.0.1, a free port, readiness polled on /health) and checks what the
 # server holds through its REST API: (a) an online run, (b) offline runs synced
 # later, (c) a SIGKILLed run recovered as KILLED, (d) a 4-process grouped job,
-# (e) the server killed and restarted mid-run, (f) a basic-auth server.
+# (e) the server killed and restarted mid-run, (f) a basic-auth server, and
+# (g) tests/interop_mlflow_faults.rs: online runs and `ranklog sync` through a
+# fault-injecting proxy (500, 429 with and without Retry-After, answers held
+# past the client timeout, dropped answers, refused connections, a restart).
 # Exits non-zero on any failure; every server it started is stopped on exit.
 #
 # Environment: RANKLOG_MLFLOW_SPEC overrides the pip requirement
