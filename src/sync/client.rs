@@ -176,7 +176,8 @@ impl Client {
         self.classify(path, status, &bytes)
     }
 
-    fn classify(&self, path: &str, status: u16, body: &[u8]) -> Result<Answer, Failure> {
+    /// Turns a status and a body into an [`Answer`] or a [`Failure`].
+    pub(crate) fn classify(&self, path: &str, status: u16, body: &[u8]) -> Result<Answer, Failure> {
         let json: Option<Value> = serde_json::from_slice(body).ok();
         if (200..300).contains(&status) {
             return match json {
@@ -268,6 +269,32 @@ impl Client {
             detail,
         }
     }
+}
+
+/// The experiment id in an `experiments/get-by-name` answer.
+pub(crate) fn experiment_id_of_get(v: &Value) -> Option<String> {
+    v["experiment"]["experiment_id"]
+        .as_str()
+        .map(str::to_string)
+}
+
+/// The experiment id in an `experiments/create` answer.
+pub(crate) fn experiment_id_of_create(v: &Value) -> Option<String> {
+    v["experiment_id"].as_str().map(str::to_string)
+}
+
+/// The id of the first run in a `runs/search` answer.
+pub(crate) fn run_id_of_search(v: &Value) -> Option<String> {
+    v["runs"]
+        .as_array()
+        .and_then(|runs| runs.first())
+        .and_then(|r| r["info"]["run_id"].as_str())
+        .map(str::to_string)
+}
+
+/// The run id in a `runs/create` answer.
+pub(crate) fn run_id_of_create(v: &Value) -> Option<String> {
+    v["run"]["info"]["run_id"].as_str().map(str::to_string)
 }
 
 /// `experiments/create` → `/api/2.0/mlflow/experiments/create`.

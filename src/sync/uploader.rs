@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use tokio::sync::Notify;
 
 use super::batch;
-use super::client::{Answer, Client, Failure};
+use super::client::{self, Answer, Client, Failure};
 use super::mapping::{self, Item, Mapper, RemoteStatus};
 use super::state::{SyncState, UploadLock};
 use super::{SyncReport, Target};
@@ -431,11 +431,7 @@ impl Uploader {
             .retry
             .run(|c| c.post_ok_owned("runs/search", body.clone()))
             .await?;
-        let existing = found["runs"]
-            .as_array()
-            .and_then(|runs| runs.first())
-            .and_then(|r| r["info"]["run_id"].as_str())
-            .map(str::to_string);
+        let existing = client::run_id_of_search(&found);
         let run_id = match existing {
             Some(id) => id,
             None => {
@@ -456,14 +452,11 @@ impl Uploader {
                     .retry
                     .run(|c| c.post_ok_owned("runs/create", body.clone()))
                     .await?;
-                created["run"]["info"]["run_id"]
-                    .as_str()
-                    .map(str::to_string)
-                    .ok_or_else(|| Error::NotMlflow {
-                        server: self.retry.client.server().to_string(),
-                        path: "/api/2.0/mlflow/runs/create".into(),
-                        status: 200,
-                    })?
+                client::run_id_of_create(&created).ok_or_else(|| Error::NotMlflow {
+                    server: self.retry.client.server().to_string(),
+                    path: "/api/2.0/mlflow/runs/create".into(),
+                    status: 200,
+                })?
             }
         };
         self.state.remote_run_id = Some(run_id);
@@ -482,8 +475,8 @@ impl Uploader {
                 .await?;
             match got {
                 Answer::Ok(v) => {
-                    if let Some(id) = v["experiment"]["experiment_id"].as_str() {
-                        return Ok(id.to_string());
+                    if let Some(id) = client::experiment_id_of_get(&v) {
+                        return Ok(id);
                     }
                 }
                 Answer::Api(e) if e.code == "RESOURCE_DOES_NOT_EXIST" => {}
@@ -498,8 +491,8 @@ impl Uploader {
                 .await?;
             match created {
                 Answer::Ok(v) => {
-                    if let Some(id) = v["experiment_id"].as_str() {
-                        return Ok(id.to_string());
+                    if let Some(id) = client::experiment_id_of_create(&v) {
+                        return Ok(id);
                     }
                 }
                 // Another rank created it first: get it again.
