@@ -135,7 +135,7 @@ def main():
         with open(env["MLFLOW_AUTH_CONFIG_PATH"], "w") as f:
             f.write("[mlflow]\ndefault_permission = READ\n"
                     f"database_uri = sqlite:///{os.path.join(tmp, 'auth.db')}\n"
-                    "admin_username = admin\nadmin_password = password1234\n"
+                    "admin_username = admin\nadmin_password = fuzz-seeds-Pw-9271\n"
                     "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
         proc, base = start(mlflow, tmp, ["--app-name", "basic-auth"], env)
         procs.append(proc)
@@ -143,8 +143,14 @@ def main():
              call(base, "POST", "experiments/create", {"name": "fuzz"}))
         save(out, "auth-wrong-password", "experiments/get-by-name",
              call(base, "GET", "experiments/get-by-name", query="?experiment_name=fuzz", auth="admin:nope"))
-        save(out, "auth-ok", "experiments/create",
-             call(base, "POST", "experiments/create", {"name": "fuzz"}, auth="admin:password1234"))
+        admin = "admin:fuzz-seeds-Pw-9271"
+        body = save(out, "auth-ok", "experiments/create",
+                    call(base, "POST", "experiments/create", {"name": "fuzz"}, auth=admin))
+        exp = json.loads(body)["experiment_id"]
+        call(base, "POST", "", {"username": "reader", "password": "reader-Pw-5521"}, auth=admin,
+             raw_path="/api/2.0/mlflow/users/create")
+        save(out, "auth-no-permission", "runs/create", call(base, "POST", "runs/create", {
+            "experiment_id": exp, "start_time": 1}, auth="reader:reader-Pw-5521"))
     finally:
         for p in procs:
             try:

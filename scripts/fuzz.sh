@@ -91,7 +91,9 @@ for t in "${targets[@]}"; do
     artifacts=$root/target/fuzz/artifacts/$t
     log=$root/target/fuzz/$t.log
     mkdir -p "$corpus" "$artifacts"
-    before=$(ls "$artifacts" | wc -l)
+    # Inputs libFuzzer saves on failure (slow-unit-* are only reported).
+    failures() { ls -t "$artifacts" | grep -E '^(crash|timeout|oom|leak)-' || true; }
+    before=$(failures | wc -l)
     say "$t: fuzzing for $seconds s"
     set +e
     "$bin_dir/$t" "$corpus" "$root/fuzz/seeds/$t" \
@@ -100,10 +102,10 @@ for t in "${targets[@]}"; do
         -artifact_prefix="$artifacts/" >"$log" 2>&1
     rc=$?
     set -e
-    stat() { sed -n "s/^stat::$1: *//p" "$log" | tail -1; }
-    execs=$(stat number_of_executed_units)
-    eps=$(stat average_exec_per_sec)
-    rss=$(stat peak_rss_mb)
+    final() { sed -n "s/^stat::$1: *//p" "$log" | tail -1; }
+    execs=$(final number_of_executed_units)
+    eps=$(final average_exec_per_sec)
+    rss=$(final peak_rss_mb)
     last=$(grep -E '^#[0-9]+' "$log" | grep ' cov: ' | tail -1)
     cov=$(sed -n 's/.* cov: \([0-9]*\).*/\1/p' <<<"$last")
     ft=$(sed -n 's/.* ft: \([0-9]*\).*/\1/p' <<<"$last")
@@ -111,8 +113,8 @@ for t in "${targets[@]}"; do
     bytes=$(find "$corpus" -type f -printf '%s\n' | awk '{s+=$1} END {print s+0}')
     artifact=""
     result=ok
-    if [ "$rc" -ne 0 ] || [ "$(ls "$artifacts" | wc -l)" -gt "$before" ]; then
-        artifact=$(ls -t "$artifacts" | head -1)
+    if [ "$rc" -ne 0 ] || [ "$(failures | wc -l)" -gt "$before" ]; then
+        artifact=$(failures | head -1)
         case $artifact in
             timeout-*) result=timeout ;;
             oom-*) result=oom ;;
