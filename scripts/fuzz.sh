@@ -67,6 +67,12 @@ export RUSTC_BOOTSTRAP=1
 export CARGO_BUILD_JOBS=${CARGO_BUILD_JOBS:-2}
 sanitizer=${RANKLOG_FUZZ_SANITIZER:-none}
 
+# libfuzzer-sys compiles libFuzzer (C++).
+if ! command -v c++ >/dev/null 2>&1; then
+    say "installing a C++ compiler for libFuzzer"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq g++ >/dev/null
+fi
 if ! cargo fuzz --version >/dev/null 2>&1; then
     say "installing cargo-fuzz"
     cargo install cargo-fuzz --locked
@@ -102,11 +108,11 @@ for t in "${targets[@]}"; do
         -artifact_prefix="$artifacts/" >"$log" 2>&1
     rc=$?
     set -e
-    final() { sed -n "s/^stat::$1: *//p" "$log" | tail -1; }
+    final() { sed -n "s/^stat::$1: *//p" "$log" | tail -1 || true; }
     execs=$(final number_of_executed_units)
     eps=$(final average_exec_per_sec)
     rss=$(final peak_rss_mb)
-    last=$(grep -E '^#[0-9]+' "$log" | grep ' cov: ' | tail -1)
+    last=$(grep -E '^#[0-9]+[[:space:]].* cov: ' "$log" | tail -1 || true)
     cov=$(sed -n 's/.* cov: \([0-9]*\).*/\1/p' <<<"$last")
     ft=$(sed -n 's/.* ft: \([0-9]*\).*/\1/p' <<<"$last")
     files=$(find "$corpus" -type f | wc -l)
