@@ -317,6 +317,8 @@ mod tests {
         IpcMessage::from_data(bytes)
     }
 
+    /// Regression (issue #9, found by the `queue_frames` fuzz target): this
+    /// panicked the owner's thread inside ipc-channel.
     #[test]
     fn a_hello_naming_no_channel_is_garbage_not_a_panic() {
         // IpcMsg::Hello { reply: channel #3, payload: [] } with no channel
