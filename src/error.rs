@@ -258,6 +258,16 @@ pub enum Error {
         rank: u32,
     },
 
+    /// Rank 0 took nothing from this worker for the stall timeout (frozen,
+    /// overloaded, or cut off by the network).
+    #[error("rank 0, which owns this single-writer run, took nothing from rank {rank} for {seconds} s (frozen, overloaded or cut off by the network); later rows from this rank are dropped and counted; if rank 0 is only slow, raise RANKLOG_QUEUE_STALL_TIMEOUT_S, or use the drop_newest policy to never wait")]
+    OwnerUnresponsive {
+        /// This worker's rank.
+        rank: u32,
+        /// The stall timeout that ran out.
+        seconds: u64,
+    },
+
     /// A worker could not reach rank 0 in time.
     #[error("rank {rank} could not reach rank 0 via {via} within {seconds} s; check that rank 0 runs ranklog::init with the same strategy and group (or set RANKLOG_QUEUE_CONNECT_TIMEOUT_S)")]
     OwnerUnreachable {

@@ -28,7 +28,7 @@ const CHILD_ENV: &str = "RANKLOG_INTEROP_CHILD";
 
 const ADMIN_PASSWORD: &str = "ranklog-admin-pw-0001";
 
-fn mlflow_exe() -> PathBuf {
+pub(crate) fn mlflow_exe() -> PathBuf {
     match std::env::var_os(MLFLOW_ENV) {
         Some(p) => PathBuf::from(p),
         None => panic!("{MLFLOW_ENV} is not set: run scripts/interop-mlflow.sh"),
@@ -36,7 +36,7 @@ fn mlflow_exe() -> PathBuf {
 }
 
 /// A real `mlflow server` on 127.0.0.1, killed (with its workers) on drop.
-struct Server {
+pub(crate) struct Server {
     dir: tempfile::TempDir,
     port: u16,
     auth: bool,
@@ -44,7 +44,7 @@ struct Server {
 }
 
 impl Server {
-    fn start(auth: bool) -> Server {
+    pub(crate) fn start(auth: bool) -> Server {
         let dir = temp_root();
         let port = free_port();
         let mut s = Server {
@@ -57,11 +57,11 @@ impl Server {
         s
     }
 
-    fn uri(&self) -> String {
+    pub(crate) fn uri(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    fn launch(&mut self) {
+    pub(crate) fn launch(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -121,12 +121,12 @@ impl Server {
         }
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
     }
 
     /// SIGKILLs the server and its workers.
-    fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             // SAFETY: signals the process group we created for the server.
             unsafe { libc::kill(-(c.id() as i32), libc::SIGKILL) };
@@ -138,7 +138,7 @@ impl Server {
     }
 
     /// A blocking REST client, optionally as a user.
-    fn api(&self, user: Option<(&str, &str)>) -> Api {
+    pub(crate) fn api(&self, user: Option<(&str, &str)>) -> Api {
         Api {
             base: self.uri(),
             http: http_client(),
@@ -155,7 +155,7 @@ impl Drop for Server {
 
 /// A client with a timeout and no kept-alive connections, so that a
 /// connection the server closed while idle is never reused.
-fn http_client() -> reqwest::blocking::Client {
+pub(crate) fn http_client() -> reqwest::blocking::Client {
     reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(60))
         .pool_max_idle_per_host(0)
@@ -163,13 +163,13 @@ fn http_client() -> reqwest::blocking::Client {
         .expect("http client")
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     l.local_addr().expect("addr").port()
 }
 
 /// The REST API, used to check what the server holds.
-struct Api {
+pub(crate) struct Api {
     base: String,
     http: reqwest::blocking::Client,
     user: Option<(String, String)>,
@@ -200,12 +200,12 @@ impl Api {
         serde_json::from_str(&text).expect("json")
     }
 
-    fn get(&self, path: &str, query: &[(&str, &str)]) -> Value {
+    pub(crate) fn get(&self, path: &str, query: &[(&str, &str)]) -> Value {
         let url = format!("{}/api/2.0/mlflow/{path}", self.base);
         self.call(self.http.get(url).query(query))
     }
 
-    fn post(&self, path: &str, body: Value) -> Value {
+    pub(crate) fn post(&self, path: &str, body: Value) -> Value {
         let url = format!("{}/api/2.0/mlflow/{path}", self.base);
         self.call(
             self.http
@@ -216,7 +216,7 @@ impl Api {
     }
 
     /// The remote runs carrying `ranklog.run_id = id` in experiment `project`.
-    fn runs_of(&self, project: &str, id: &str) -> Vec<Value> {
+    pub(crate) fn runs_of(&self, project: &str, id: &str) -> Vec<Value> {
         let exp = self.get("experiments/get-by-name", &[("experiment_name", project)]);
         let exp_id = exp["experiment"]["experiment_id"]
             .as_str()
@@ -229,7 +229,7 @@ impl Api {
     }
 
     /// Every point of a metric: (step, timestamp, value bits), sorted.
-    fn history(&self, run_id: &str, key: &str) -> Vec<(i64, i64, u64)> {
+    pub(crate) fn history(&self, run_id: &str, key: &str) -> Vec<(i64, i64, u64)> {
         let mut out = Vec::new();
         let mut token = String::new();
         loop {
@@ -260,20 +260,20 @@ impl Api {
 }
 
 /// What a run's log says, as the server should show it.
-struct Expected {
-    id: String,
-    name: String,
-    project: String,
-    group: Option<String>,
-    start_ms: i64,
-    end_ms: i64,
-    exit: Option<ranklog::ExitState>,
-    params: BTreeMap<String, String>,
-    metrics: BTreeMap<String, Vec<(i64, i64, u64)>>,
-    summary: BTreeMap<String, String>,
+pub(crate) struct Expected {
+    pub(crate) id: String,
+    pub(crate) name: String,
+    pub(crate) project: String,
+    pub(crate) group: Option<String>,
+    pub(crate) start_ms: i64,
+    pub(crate) end_ms: i64,
+    pub(crate) exit: Option<ranklog::ExitState>,
+    pub(crate) params: BTreeMap<String, String>,
+    pub(crate) metrics: BTreeMap<String, Vec<(i64, i64, u64)>>,
+    pub(crate) summary: BTreeMap<String, String>,
 }
 
-fn expected(dir: &Path) -> Expected {
+pub(crate) fn expected(dir: &Path) -> Expected {
     let mut reader = Reader::open(&dir.join(store::LOG_FILE)).expect("log");
     let mut e = Expected {
         id: String::new(),
@@ -362,7 +362,7 @@ fn flatten(prefix: &str, v: &Value, out: &mut BTreeMap<String, String>) {
 }
 
 /// Checks one run on the server against its log; returns the remote run.
-fn verify(api: &Api, dir: &Path, status: &str) -> Value {
+pub(crate) fn verify(api: &Api, dir: &Path, status: &str) -> Value {
     let started = Instant::now();
     let e = expected(dir);
     let runs = api.runs_of(&e.project, &e.id);
@@ -533,7 +533,11 @@ fn wait_line(c: &mut Child, word: &str) -> PathBuf {
     panic!("child ended without {word}");
 }
 
-fn sync_cli(root: &Path, server: &str, extra_env: &[(&str, &str)]) -> std::process::Output {
+pub(crate) fn sync_cli(
+    root: &Path,
+    server: &str,
+    extra_env: &[(&str, &str)],
+) -> std::process::Output {
     let mut cmd = Command::new(ranklog_bin());
     cmd.args(["sync", "--all", "--dir"])
         .arg(root)

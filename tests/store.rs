@@ -253,6 +253,15 @@ fn a_full_disk_is_reported_at_finish_and_keeps_what_was_written() {
     .unwrap_or_else(|e| panic!("{e}"));
     crate::util::assert_success(&out, "child_fills_the_disk");
     assert!(String::from_utf8_lossy(&out.stdout).contains("1 passed"));
+    // Reported once, however many writes failed after it.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stderr.matches("cannot write").count(),
+        1,
+        "the full disk should be reported once:\n{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    // What was written before is intact (`rows` fails on any damage) and readable.
     let dir = only_run(root.path());
     let r = rows(&dir);
     assert!(
@@ -263,6 +272,13 @@ fn a_full_disk_is_reported_at_finish_and_keeps_what_was_written() {
         assert_eq!(*step, i as u64);
         assert_eq!(values[0].1, i as f64);
     }
+    // The exit record could not be written either: the run reads as crashed.
+    let s = store::scan(&dir).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(s.state, RunState::Crashed);
+    crate::util::assert_success(
+        &crate::util::ranklog(&["show", &dir.display().to_string()]),
+        "ranklog show of a run cut by a full disk",
+    );
 }
 
 #[test]
@@ -293,6 +309,10 @@ fn child_fills_the_disk() -> ranklog::Result<()> {
     for i in 100..50_000u32 {
         // Training goes on: logging never fails because the disk is full.
         run.log([("x", f64::from(i)), ("y", 0.5)])?;
+        if i % 10_000 == 0 {
+            // Every flush now fails: each is a retry of the write.
+            assert!(run.flush().is_err(), "a write past the limit succeeded");
+        }
     }
     match run.finish() {
         Err(ranklog::Error::WriteFailed { lost, .. }) => assert!(lost > 0),

@@ -22,11 +22,33 @@
 //!
 //! # Backpressure
 //!
-//! With [`Policy::Block`] (default, lossless) a worker's `log` waits while
-//! its buffer is full. With [`Policy::DropNewest`] it never waits: rows that
-//! find the buffer full are dropped and counted, and the count is written to
-//! the run at finish (`ranklog show` reports it). Keys, summaries and config
-//! are never dropped.
+//! With [`Policy::Block`] (default, lossless while rank 0 keeps up) a
+//! worker's `log` waits while its buffer is full, for at most the *stall
+//! timeout* (60 s, [`crate::Settings::queue_stall_timeout`],
+//! `RANKLOG_QUEUE_STALL_TIMEOUT_S`). With [`Policy::DropNewest`] it never
+//! waits, whatever rank 0 or the network does: rows that find the buffer
+//! full are dropped and counted, and the count is written to the run at
+//! finish (`ranklog show` reports it). Keys, summaries and config are never
+//! dropped (under `DropNewest` they skip a full buffer).
+//!
+//! # Bounds
+//!
+//! Nothing rank 0 or the network does can hang a worker:
+//!
+//! | fault | `Block` | `DropNewest` |
+//! |---|---|---|
+//! | rank 0 exits or is killed; its port closes (FIN); the connection is reset (RST) | `log` returns [`crate::Error::OwnerGone`] within about 100 ms | `log` goes on, rows are dropped and counted |
+//! | rank 0 frozen (SIGSTOP), overloaded, or a half-open connection | `log` returns [`crate::Error::OwnerUnresponsive`] once its buffer stayed full for the stall timeout | `log` goes on, rows are dropped and counted; once the buffer is full and nothing was sent for the stall timeout, the worker warns and stops sending |
+//! | any of these, at `finish` | returns within the finish timeout; within about 200 ms once rank 0 is known gone or unresponsive, and after the stall timeout when the sender makes no progress | same |
+//!
+//! Over TCP every write to rank 0 has the stall timeout as its write
+//! timeout, so the sender thread itself is never stuck longer (ipc-channel
+//! has no send timeout: there, the bound holds at `log` and `finish`).
+//! After the worker has warned once, later rows are dropped and counted,
+//! and `finish` warns with the count of rows that did not reach rank 0
+//! (rank 0 records the worker as lost). Rows already handed to the
+//! operating system when a connection breaks — at most the socket buffers —
+//! are neither delivered nor counted: only what is in the run was received.
 //!
 //! # Failures
 //!
@@ -37,6 +59,8 @@
 //! - When rank 0 goes away, a worker notices within about 100 ms: `log`
 //!   returns [`crate::Error::OwnerGone`] under `Block` and
 //!   counts drops under `DropNewest`; `finish` returns at once.
+//! - When rank 0 stops taking rows without going away (frozen, a half-open
+//!   connection), a worker gives up after the stall timeout (see Bounds).
 //! - Connections from outside the job (wrong token, garbage bytes, an
 //!   oversized frame) are refused with a warning; the owner goes on.
 //! - Rank 0's `finish` waits for every live worker's goodbye for at most the
@@ -129,6 +153,8 @@ pub(crate) struct QueueConfig {
     pub connect_timeout: Duration,
     pub straggler_timeout: Duration,
     pub goodbye_timeout: Duration,
+    /// Longest a worker waits for the owner to take its rows.
+    pub stall_timeout: Duration,
 }
 
 impl QueueConfig {
@@ -302,6 +328,11 @@ pub(crate) fn connect_worker(
     };
     let (link, answer): (Box<dyn Link>, ToWorker) = if tcp {
         let (l, a) = tcp::TcpLink::connect(&cfg.address, &hello, deadline).map_err(unreachable)?;
+        l.set_stall_timeout(cfg.stall_timeout)
+            .map_err(|source| Error::QueueSetup {
+                what: "cannot set the write timeout of the connection to rank 0".into(),
+                source,
+            })?;
         (Box::new(l), a)
     } else {
         let (l, a) = ipc::IpcLink::connect(&cfg.rendezvous, rank.rank, &hello, deadline)
@@ -311,12 +342,11 @@ pub(crate) fn connect_worker(
     match answer {
         ToWorker::Welcome { id, name } => {
             let sink =
-                WorkerSink::start(link, rank.rank, cfg.capacity, cfg.policy).map_err(|source| {
-                    Error::QueueSetup {
+                WorkerSink::start(link, rank.rank, cfg.capacity, cfg.policy, cfg.stall_timeout)
+                    .map_err(|source| Error::QueueSetup {
                         what: "cannot start the sender thread".into(),
                         source,
-                    }
-                })?;
+                    })?;
             Ok((sink, id, name))
         }
         ToWorker::Refused { reason } => Err(Error::QueueRefused {

@@ -309,6 +309,16 @@ impl TcpLink {
     }
 }
 
+impl TcpLink {
+    /// Bounds every write to the owner: a write that makes no progress for
+    /// `timeout` fails, so a frozen owner or a half-open connection cannot
+    /// hold the sender thread forever.
+    pub(crate) fn set_stall_timeout(&self, timeout: Duration) -> io::Result<()> {
+        self.stream
+            .set_write_timeout(Some(timeout.max(Duration::from_millis(1))))
+    }
+}
+
 fn try_connect(addr: &str, hello: &ToOwner, deadline: Instant) -> io::Result<(TcpLink, ToWorker)> {
     let sock = addr.to_socket_addrs()?.next().ok_or_else(|| {
         io::Error::new(
@@ -337,7 +347,12 @@ fn try_connect(addr: &str, hello: &ToOwner, deadline: Instant) -> io::Result<(Tc
 
 impl Link for TcpLink {
     fn send(&mut self, payload: Vec<u8>) -> io::Result<()> {
-        wire::write_frame(&mut self.stream, &payload)
+        // A timed-out write may have sent part of a frame: the connection is
+        // unusable after any error, and the sender stops using it.
+        wire::write_frame(&mut self.stream, &payload).map_err(|e| match e.kind() {
+            io::ErrorKind::WouldBlock => io::Error::new(io::ErrorKind::TimedOut, e),
+            _ => e,
+        })
     }
 
     fn owner_alive(&mut self) -> bool {

@@ -194,3 +194,83 @@ fn kind(e: &Event) -> String {
         Event::Refused(w) => format!("refused {w}"),
     }
 }
+
+/// A link to an owner that never takes anything (frozen, half-open): every
+/// send blocks until the test ends.
+struct StuckLink(crossbeam_channel::Receiver<()>);
+
+impl Link for StuckLink {
+    fn send(&mut self, _payload: Vec<u8>) -> std::io::Result<()> {
+        let _ = self.0.recv();
+        Err(std::io::ErrorKind::BrokenPipe.into())
+    }
+
+    fn owner_alive(&mut self) -> bool {
+        true
+    }
+}
+
+fn row(step: u64) -> crate::record::Record {
+    crate::record::Record::History(crate::record::Row {
+        step,
+        t_us: 0,
+        values: vec![(0, step as f64)],
+    })
+}
+
+#[test]
+fn block_gives_up_on_a_stuck_owner_after_the_stall_timeout() {
+    let (_release, stuck) = crossbeam_channel::bounded(0);
+    let stall = Duration::from_millis(300);
+    let w = WorkerSink::start(Box::new(StuckLink(stuck)), 1, 4, Policy::Block, stall)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let start = Instant::now();
+    let mut failed = None;
+    // The sender holds up to a batch (512) while its send is stuck.
+    for step in 0..10_000 {
+        if let Err(e) = w.send(row(step)) {
+            failed = Some(e);
+            break;
+        }
+    }
+    assert_eq!(
+        failed,
+        Some(SendError::OwnerUnresponsive { seconds: 0 }),
+        "log never gave up"
+    );
+    assert!(start.elapsed() >= stall, "gave up before the stall timeout");
+    // Later rows fail at once and are counted; finish does not wait for the stuck sender.
+    assert!(w.send(row(10_000)).is_err());
+    let report = w.finish(Duration::from_secs(600));
+    assert!(!report.delivered);
+    assert!(report.dropped >= 2, "{report:?}");
+    assert_eq!(w.lost(), SendError::OwnerUnresponsive { seconds: 0 });
+}
+
+#[test]
+fn drop_newest_never_waits_for_a_stuck_owner_not_even_for_keys() {
+    let (_release, stuck) = crossbeam_channel::bounded(0);
+    let stall = Duration::from_secs(600);
+    let w = WorkerSink::start(
+        Box::new(StuckLink(stuck)),
+        1,
+        4,
+        Policy::DropNewest,
+        Duration::from_millis(300),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    for step in 0..10_000 {
+        assert_eq!(w.send(row(step)), Ok(()));
+        let key = crate::record::Record::Key {
+            id: step as u32,
+            name: format!("k{step}"),
+        };
+        assert_eq!(w.send(key), Ok(()));
+    }
+    // The sender made no progress for the stall timeout: finish gives up
+    // then, long before its own timeout.
+    let report = w.finish(stall);
+    assert!(!report.delivered);
+    assert!(report.dropped >= 9_990, "{report:?}");
+    assert_eq!(w.lost(), SendError::OwnerUnresponsive { seconds: 0 });
+}

@@ -152,7 +152,11 @@ impl Inner {
         let sink = wrap(local, &id, &name)?;
         let mut inner = Inner::new(id, name, Some(dir.clone()), start_unix_us, cfg, sink);
         if let Some(target) = target {
-            inner.upload = Some(crate::sync::live::LiveUpload::start(&dir, target));
+            inner.upload = Some(crate::sync::live::LiveUpload::start(
+                &dir,
+                target,
+                cfg.upload_tuning,
+            ));
         }
         if cfg.capture_git {
             inner.start_git_capture();
@@ -275,6 +279,12 @@ impl Inner {
                 })
             }
             Some(SinkError::OwnerGone) => return Err(Error::OwnerGone { rank: self.rank }),
+            Some(SinkError::OwnerUnresponsive { seconds }) => {
+                return Err(Error::OwnerUnresponsive {
+                    rank: self.rank,
+                    seconds,
+                })
+            }
         }
         Ok(out)
     }

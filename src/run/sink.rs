@@ -55,6 +55,11 @@ pub(crate) enum SinkError {
     WriterGone,
     /// Rank 0 is gone (a worker under the blocking policy).
     OwnerGone,
+    /// Rank 0 took nothing for the stall timeout (a worker under the blocking policy).
+    OwnerUnresponsive {
+        /// The stall timeout.
+        seconds: u64,
+    },
 }
 
 /// The sending side of a writer thread.
@@ -85,9 +90,12 @@ impl Sink {
             Sink::Disabled => Ok(()),
             Sink::Local(l) => l.send(record).map_err(|()| SinkError::WriterGone),
             Sink::Owner(o) => o.send(record).map_err(|()| SinkError::WriterGone),
-            Sink::Worker(w) => w
-                .send(record)
-                .map_err(|SendError::OwnerGone| SinkError::OwnerGone),
+            Sink::Worker(w) => w.send(record).map_err(|e| match e {
+                SendError::OwnerGone => SinkError::OwnerGone,
+                SendError::OwnerUnresponsive { seconds } => {
+                    SinkError::OwnerUnresponsive { seconds }
+                }
+            }),
         }
     }
 
@@ -132,7 +140,13 @@ impl Sink {
             Sink::Worker(w) => {
                 let r = w.finish(timeout);
                 if !r.delivered {
-                    return Err(Error::OwnerGone { rank: w.rank() });
+                    let rank = w.rank();
+                    return Err(match w.lost() {
+                        SendError::OwnerUnresponsive { seconds } => {
+                            Error::OwnerUnresponsive { rank, seconds }
+                        }
+                        SendError::OwnerGone => Error::OwnerGone { rank },
+                    });
                 }
                 return Ok(Some(Report {
                     steps: 0,
@@ -353,7 +367,17 @@ impl WriterStage {
     /// Writes what is pending; on failure keeps it (bounded) for the next try.
     fn flush(&mut self) -> io::Result<()> {
         match self.log.flush() {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                // Space came back before anything had to be discarded: the
+                // run is whole, and `finish` must not report a failure.
+                if self.lost == 0 && self.failure.take().is_some() {
+                    tracing::info!(
+                        path = %self.log.path().display(),
+                        "ranklog: the run log is written again; nothing was lost"
+                    );
+                }
+                Ok(())
+            }
             Err(e) => {
                 if self.failure.is_none() {
                     crate::console::warn(&format!(
@@ -375,10 +399,22 @@ impl WriterStage {
         let state = exit.state;
         let (code, message, t_us) = (exit.code, exit.message.clone(), exit.t_us);
         self.log.append(&Record::Exit(exit));
-        let synced = self.log.sync();
-        if let Err(e) = synced {
-            self.failure.get_or_insert(e);
-            self.lost += self.log.discard_pending();
+        match self.log.sync() {
+            Err(e) => {
+                // The first failure may come only now, when every row was
+                // still pending: it is reported like one met by a flush.
+                if self.failure.is_none() {
+                    crate::console::warn(&format!(
+                        "cannot write {} ({e}); the rows not yet written are lost",
+                        self.log.path().display()
+                    ));
+                }
+                self.failure.get_or_insert(e);
+                self.lost += self.log.discard_pending();
+            }
+            // Every record is in the file after all: space came back.
+            Ok(()) if self.lost == 0 => self.failure = None,
+            Ok(()) => {}
         }
         let ended = time::OffsetDateTime::now_utc();
         let fin = FinalSummary {

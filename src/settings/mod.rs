@@ -25,6 +25,8 @@
 //! | `RANKLOG_TRACKING_TOKEN`, `MLFLOW_TRACKING_TOKEN` | bearer token for the tracking server | `ranklog login`'s file |
 //! | `RANKLOG_CONFIG_DIR` | where `ranklog login` keeps credentials | `$XDG_CONFIG_HOME/ranklog` or `~/.config/ranklog` |
 //! | `RANKLOG_UPLOAD_TIMEOUT_S` | [`Settings::upload_timeout`] | 30 |
+//! | `RANKLOG_UPLOAD_REQUEST_TIMEOUT_MS` | [`Settings::upload_request_timeout`]; also read by `ranklog sync` | 60000 |
+//! | `RANKLOG_UPLOAD_BACKOFF_MIN_MS`, `RANKLOG_UPLOAD_BACKOFF_MAX_MS` | [`Settings::upload_backoff`]; also read by `ranklog sync` | 250, 10000 |
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -38,7 +40,9 @@ use crate::strategy::Strategy;
 mod queue;
 mod tracking;
 
-pub(crate) use tracking::{config_dir, tracking_credentials, tracking_uri_from_env};
+pub(crate) use tracking::{
+    config_dir, tracking_credentials, tracking_uri_from_env, upload_tuning_from_env, UploadTuning,
+};
 
 /// Where a run's data goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,8 +138,11 @@ pub struct Settings {
     queue_port: Option<u16>,
     connect_timeout: Option<Duration>,
     straggler_timeout: Option<Duration>,
+    stall_timeout: Option<Duration>,
     export_wandb: Option<PathBuf>,
     upload_timeout: Option<Duration>,
+    upload_request_timeout: Option<Duration>,
+    upload_backoff: Option<(Duration, Duration)>,
 }
 
 /// Settings with every value decided.
@@ -163,6 +170,7 @@ pub(crate) struct Resolved {
     pub queue: Option<QueueConfig>,
     pub export_wandb: Option<PathBuf>,
     pub upload_timeout: Duration,
+    pub upload_tuning: UploadTuning,
 }
 
 const DEFAULT_PROJECT: &str = "uncategorized";
@@ -328,6 +336,18 @@ impl Settings {
         self
     }
 
+    /// How long a single-writer worker waits for rank 0 to take its rows
+    /// (default 60 s; `RANKLOG_QUEUE_STALL_TIMEOUT_S`). Under
+    /// [`Policy::Block`], a `log` that found the buffer full for this long,
+    /// or a send to rank 0 that made no progress for this long, makes the
+    /// worker treat rank 0 as unresponsive: it warns, `log` returns
+    /// [`Error::OwnerUnresponsive`], and later rows are dropped and counted.
+    /// It also bounds a worker's `finish` while rank 0 takes nothing.
+    pub fn queue_stall_timeout(mut self, timeout: Duration) -> Settings {
+        self.stall_timeout = Some(timeout);
+        self
+    }
+
     /// Exports the run as a W&B offline run under `<dir>/wandb/` when it
     /// finishes (see [`crate::export::wandb::export_run`]); `wandb sync`
     /// uploads it. A failed export makes [`crate::Run::finish`] return the
@@ -339,9 +359,29 @@ impl Settings {
 
     /// How long `finish` waits, in online mode, for the upload to the
     /// tracking server to catch up (default 30 s); what is left is uploaded
-    /// later with `ranklog sync`.
+    /// later with `ranklog sync`. `finish` returns within this bound plus
+    /// 2 s even if the server hangs: a request still unanswered at the
+    /// deadline is abandoned and the upload thread ends.
     pub fn upload_timeout(mut self, timeout: Duration) -> Settings {
         self.upload_timeout = Some(timeout);
+        self
+    }
+
+    /// How long one request to the tracking server may take before it is
+    /// abandoned and retried (default 60 s; `RANKLOG_UPLOAD_REQUEST_TIMEOUT_MS`).
+    /// A request abandoned this way may still have been applied: the retry
+    /// sends the same data, which the server keeps once.
+    pub fn upload_request_timeout(mut self, timeout: Duration) -> Settings {
+        self.upload_request_timeout = Some(timeout);
+        self
+    }
+
+    /// The wait between retries of a failed upload request: `min` first,
+    /// doubling (with jitter) up to `max` (default 250 ms and 10 s;
+    /// `RANKLOG_UPLOAD_BACKOFF_MIN_MS`, `RANKLOG_UPLOAD_BACKOFF_MAX_MS`). A
+    /// server's `Retry-After` answer is honoured even when longer.
+    pub fn upload_backoff(mut self, min: Duration, max: Duration) -> Settings {
+        self.upload_backoff = Some((min, max));
         self
     }
 
@@ -479,8 +519,11 @@ impl Settings {
             (None, Some(v)) => Duration::from_secs(parse_env("RANKLOG_UPLOAD_TIMEOUT_S", &v)?),
             (None, None) => Duration::from_secs(30),
         };
+        let upload_tuning =
+            tracking::upload_tuning_with(env, self.upload_request_timeout, self.upload_backoff)?;
         Ok(Resolved {
             upload_timeout,
+            upload_tuning,
             project,
             root: self
                 .dir

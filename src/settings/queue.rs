@@ -102,6 +102,16 @@ impl Settings {
             connect_timeout,
             straggler_timeout: seconds(self.straggler_timeout, "RANKLOG_STRAGGLER_TIMEOUT_S", 60)?,
             goodbye_timeout: self.finish_timeout.unwrap_or(Duration::from_secs(30)),
+            stall_timeout: match seconds(self.stall_timeout, "RANKLOG_QUEUE_STALL_TIMEOUT_S", 60)? {
+                d if d.is_zero() => {
+                    return Err(invalid(
+                        "RANKLOG_QUEUE_STALL_TIMEOUT_S",
+                        "0",
+                        "the stall timeout must be at least 1 s",
+                    ))
+                }
+                d => d,
+            },
         }))
     }
 }

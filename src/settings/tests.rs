@@ -104,3 +104,62 @@ fn config_must_be_an_object() {
         Err(Error::ConfigNotAnObject { found: "an array" })
     ));
 }
+
+#[test]
+fn queue_stall_timeout_comes_from_code_env_or_default() -> Result<()> {
+    let job = [
+        ("RANK", "1"),
+        ("WORLD_SIZE", "2"),
+        ("LOCAL_RANK", "1"),
+        ("LOCAL_WORLD_SIZE", "2"),
+        ("RANKLOG_STRATEGY", "single-writer"),
+        ("RANKLOG_GROUP", "g"),
+    ];
+    let stall = |s: Settings, extra: &[(&str, &str)]| -> Result<Duration> {
+        let mut vars = job.to_vec();
+        vars.extend_from_slice(extra);
+        let r = s.resolve_with(&with(&vars))?;
+        Ok(r.queue.map(|q| q.stall_timeout).unwrap_or_default())
+    };
+    assert_eq!(stall(Settings::new(), &[])?, Duration::from_secs(60));
+    let env = [("RANKLOG_QUEUE_STALL_TIMEOUT_S", "7")];
+    assert_eq!(stall(Settings::new(), &env)?, Duration::from_secs(7));
+    let code = Settings::new().queue_stall_timeout(Duration::from_secs(2));
+    assert_eq!(stall(code, &env)?, Duration::from_secs(2));
+    let zero = [("RANKLOG_QUEUE_STALL_TIMEOUT_S", "0")];
+    assert!(matches!(
+        stall(Settings::new(), &zero),
+        Err(Error::InvalidSetting { .. })
+    ));
+    Ok(())
+}
+
+#[test]
+fn upload_timeouts_and_backoff_come_from_code_or_env() -> Result<()> {
+    let r = Settings::new().resolve_with(&with(&[]))?;
+    assert_eq!(r.upload_tuning, UploadTuning::default());
+    let env = with(&[
+        ("RANKLOG_UPLOAD_REQUEST_TIMEOUT_MS", "1500"),
+        ("RANKLOG_UPLOAD_BACKOFF_MIN_MS", "20"),
+        ("RANKLOG_UPLOAD_BACKOFF_MAX_MS", "400"),
+    ]);
+    let r = Settings::new().resolve_with(&env)?;
+    assert_eq!(r.upload_tuning.request_timeout, Duration::from_millis(1500));
+    assert_eq!(r.upload_tuning.backoff_min, Duration::from_millis(20));
+    assert_eq!(r.upload_tuning.backoff_max, Duration::from_millis(400));
+    let r = Settings::new()
+        .upload_request_timeout(Duration::from_secs(2))
+        .upload_backoff(Duration::from_secs(1), Duration::from_millis(10))
+        .resolve_with(&env)?;
+    assert_eq!(r.upload_tuning.request_timeout, Duration::from_secs(2));
+    // The longest wait is never below the first.
+    assert_eq!(r.upload_tuning.backoff_max, Duration::from_secs(1));
+    for bad in ["0", "soon"] {
+        let e = Settings::new().resolve_with(&with(&[("RANKLOG_UPLOAD_REQUEST_TIMEOUT_MS", bad)]));
+        assert!(
+            matches!(e, Err(Error::InvalidSetting { ref name, .. }) if name == "RANKLOG_UPLOAD_REQUEST_TIMEOUT_MS"),
+            "{bad}"
+        );
+    }
+    Ok(())
+}

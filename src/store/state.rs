@@ -64,13 +64,36 @@ pub fn detect(meta: &Meta, exit: Option<&Exit>, log: &Path) -> RunState {
     } else {
         std::fs::metadata(log)
             .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| SystemTime::now().duration_since(t).ok())
-            .is_some_and(|age| age < STALE_AFTER)
+            .is_ok_and(|t| changed_recently(t, SystemTime::now()))
     };
     if alive {
         RunState::Running
     } else {
         RunState::Crashed
+    }
+}
+
+/// Whether a log modified at `modified` changed within [`STALE_AFTER`] of
+/// `now`. A time in the future (this host's clock went backwards, or is
+/// behind the file server's) counts as recent: a live run must not read as
+/// crashed because of a clock.
+fn changed_recently(modified: SystemTime, now: SystemTime) -> bool {
+    match now.duration_since(modified) {
+        Ok(age) => age < STALE_AFTER,
+        Err(_) => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_log_modified_in_the_future_is_recent_not_crashed() {
+        let now = SystemTime::now();
+        let hour = Duration::from_secs(3600);
+        assert!(changed_recently(now + hour, now), "clock went backwards");
+        assert!(changed_recently(now - Duration::from_secs(5), now));
+        assert!(!changed_recently(now - hour, now));
     }
 }

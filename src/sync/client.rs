@@ -12,17 +12,23 @@ use serde_json::Value;
 use super::credentials::Credentials;
 use crate::error::Error;
 
-/// Time to set up a TCP (and TLS) connection.
+/// Time to set up a TCP (and TLS) connection (at most the request timeout).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Time for one whole request.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// The longest `Retry-After` honoured; a server asking for more is asked
+/// again after this long.
+pub(crate) const RETRY_AFTER_MAX: Duration = Duration::from_secs(300);
 
 /// A failed request.
 #[derive(Debug)]
 pub(crate) enum Failure {
     /// Worth retrying: the server may come back. `error` is what to report
-    /// if it never does.
-    Transient { detail: String, error: Box<Error> },
+    /// if it never does; `retry_after` is the wait the server asked for
+    /// (`Retry-After` on a 429 or 5xx answer).
+    Transient {
+        detail: String,
+        error: Box<Error>,
+        retry_after: Option<Duration>,
+    },
     /// Retrying will not help.
     Fatal(Error),
 }
@@ -64,11 +70,15 @@ impl std::fmt::Debug for Client {
 impl Client {
     /// A client for `server`; user info in the URI (`http://u:p@host`) is
     /// taken out of it and used as basic-auth credentials unless others are given.
-    pub(crate) fn new(server: &str, credentials: Option<Credentials>) -> Result<Client, Error> {
+    pub(crate) fn new(
+        server: &str,
+        credentials: Option<Credentials>,
+        request_timeout: Duration,
+    ) -> Result<Client, Error> {
         let (base, from_uri) = split_user_info(server)?;
         let http = reqwest::Client::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(REQUEST_TIMEOUT)
+            .connect_timeout(CONNECT_TIMEOUT.min(request_timeout))
+            .timeout(request_timeout)
             .user_agent(concat!("ranklog/", env!("CARGO_PKG_VERSION")))
             .pool_max_idle_per_host(8)
             .build()
@@ -169,11 +179,23 @@ impl Client {
             Err(e) => return Err(self.transport_failure(e)),
         };
         let status = resp.status().as_u16();
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_retry_after);
         let bytes = match resp.bytes().await {
             Ok(b) => b,
             Err(e) => return Err(self.transport_failure(e)),
         };
-        self.classify(path, status, &bytes)
+        match self.classify(path, status, &bytes) {
+            Err(Failure::Transient { detail, error, .. }) => Err(Failure::Transient {
+                detail,
+                error,
+                retry_after,
+            }),
+            other => other,
+        }
     }
 
     /// Turns a status and a body into an [`Answer`] or a [`Failure`].
@@ -200,6 +222,7 @@ impl Client {
                         detail: detail.clone(),
                     }),
                     detail,
+                    retry_after: None,
                 })
             }
             _ => match json.as_ref().and_then(|v| v.get("error_code")?.as_str()) {
@@ -242,6 +265,7 @@ impl Client {
             return Failure::Transient {
                 detail: error.to_string(),
                 error: Box::new(error),
+                retry_after: None,
             };
         }
         if is_tls(&chain) {
@@ -254,6 +278,7 @@ impl Client {
             return Failure::Transient {
                 detail: "connection refused".into(),
                 error: Box::new(Error::ConnectionRefused { server }),
+                retry_after: None,
             };
         }
         let detail = if e.is_timeout() {
@@ -267,6 +292,7 @@ impl Client {
                 detail: detail.clone(),
             }),
             detail,
+            retry_after: None,
         }
     }
 }
@@ -295,6 +321,19 @@ pub(crate) fn run_id_of_search(v: &Value) -> Option<String> {
 /// The run id in a `runs/create` answer.
 pub(crate) fn run_id_of_create(v: &Value) -> Option<String> {
     v["run"]["info"]["run_id"].as_str().map(str::to_string)
+}
+
+/// A `Retry-After` value in seconds (the HTTP-date form is not used by
+/// MLflow or the proxies in front of it, and is ignored), capped at
+/// [`RETRY_AFTER_MAX`].
+pub(crate) fn parse_retry_after(v: &str) -> Option<Duration> {
+    let secs: f64 = v.trim().parse().ok()?;
+    if !secs.is_finite() || secs < 0.0 {
+        return None;
+    }
+    Some(Duration::from_secs_f64(
+        secs.min(RETRY_AFTER_MAX.as_secs_f64()),
+    ))
 }
 
 /// `experiments/create` → `/api/2.0/mlflow/experiments/create`.
@@ -449,7 +488,7 @@ mod tests {
 
     #[test]
     fn answers_are_classified() {
-        let c = Client::new("http://127.0.0.1:1", None).unwrap();
+        let c = Client::new("http://127.0.0.1:1", None, Duration::from_secs(1)).unwrap();
         assert!(matches!(
             c.classify("x", 401, b"You are not authenticated."),
             Err(Failure::Fatal(Error::PermissionDenied { status: 401, .. }))
@@ -475,5 +514,14 @@ mod tests {
             Err(Failure::Transient { .. })
         ));
         assert!(matches!(c.classify("x", 200, b"{}"), Ok(Answer::Ok(_))));
+    }
+
+    #[test]
+    fn retry_after_is_read_in_seconds_and_capped() {
+        assert_eq!(parse_retry_after("2"), Some(Duration::from_secs(2)));
+        assert_eq!(parse_retry_after(" 0.5 "), Some(Duration::from_millis(500)));
+        assert_eq!(parse_retry_after("86400"), Some(RETRY_AFTER_MAX));
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
+        assert_eq!(parse_retry_after("-1"), None);
     }
 }

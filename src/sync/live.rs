@@ -4,7 +4,9 @@
 //! file, so `Run::log` is exactly as cheap as offline. When the server is
 //! unreachable it warns once and retries with backoff for the whole run.
 //! [`LiveUpload::finish`] gives it a deadline to catch up after the exit
-//! record is written; what it could not send stays for `ranklog sync`.
+//! record is written; requests still unanswered at the deadline are
+//! abandoned and the thread ends, releasing the run's upload lock; what it
+//! could not send stays for `ranklog sync`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -17,6 +19,7 @@ use parking_lot::Mutex;
 use super::state::SyncState;
 use super::uploader::{Control, Persistence, Unfinished, Uploader};
 use super::{Target, UploadStatus};
+use crate::settings::UploadTuning;
 use crate::store;
 
 /// The running upload of an online run.
@@ -31,7 +34,7 @@ pub(crate) struct LiveUpload {
 impl LiveUpload {
     /// Starts the upload thread; never fails the run: a thread that cannot
     /// start is reported at finish.
-    pub(crate) fn start(dir: &Path, target: Target) -> LiveUpload {
+    pub(crate) fn start(dir: &Path, target: Target, tuning: UploadTuning) -> LiveUpload {
         let control = Arc::new(Control::default());
         let (tx, done) = crossbeam_channel::bounded(1);
         let server = super::client::base_uri(&target.server);
@@ -41,7 +44,7 @@ impl LiveUpload {
             .name("ranklog-upload".into())
             .spawn(move || {
                 lower_priority();
-                let outcome = upload(&thread_dir, &target, thread_control);
+                let outcome = upload(&thread_dir, &target, thread_control, tuning);
                 let _ = tx.send(outcome);
             });
         let thread = match spawned {
@@ -118,6 +121,7 @@ fn upload(
     dir: &Path,
     target: &Target,
     control: Arc<Control>,
+    tuning: UploadTuning,
 ) -> (Option<String>, Option<SyncState>) {
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -126,7 +130,7 @@ fn upload(
         Ok(rt) => rt,
         Err(e) => return (Some(format!("cannot start the upload runtime: {e}")), None),
     };
-    let mut up = match Uploader::open_with(dir, target, control, Persistence::Live) {
+    let mut up = match Uploader::open_with(dir, target, control, Persistence::Live, tuning) {
         Ok(u) => u,
         Err(e) => {
             tracing::warn!(error = %e, "ranklog: cannot upload this run live; upload it later with `ranklog sync`");

@@ -103,8 +103,15 @@ impl Mapper {
     }
 
     /// Milliseconds since the epoch of a time in microseconds since the start.
+    ///
+    /// Times are sent as the log has them, even when the clock went
+    /// backwards during the run (earlier times after later ones); only a
+    /// time before 1970, which MLflow refuses ("timestamp must be a
+    /// nonnegative long"), is sent as 0.
     pub(crate) fn epoch_ms(&self, t_us: i64) -> i64 {
-        (self.start_unix_us.saturating_add(t_us)).div_euclid(1000)
+        (self.start_unix_us.saturating_add(t_us))
+            .div_euclid(1000)
+            .max(0)
     }
 
     /// Maps one record, passing its items to `out`.
@@ -182,7 +189,9 @@ impl Mapper {
                     ExitState::Finished => RemoteStatus::Finished,
                     ExitState::Failed => RemoteStatus::Failed,
                 };
-                self.exit = Some((status, self.epoch_ms(exit.t_us)));
+                // The end is the latest time seen, so it is never before
+                // the start or a metric even when the clock went backwards.
+                self.exit = Some((status, self.epoch_ms(self.last_t_us)));
             }
         }
     }
@@ -378,6 +387,71 @@ mod tests {
         let m = map_key(&long).unwrap();
         assert!(m.len() <= MAX_KEY_LEN && is_valid_key(&m));
         assert_ne!(map_key("a@b"), map_key("a#b"));
+    }
+
+    #[test]
+    fn times_from_a_clock_that_went_backwards_stay_valid_for_mlflow() {
+        let start = Start {
+            id: "abc".into(),
+            name: "n".into(),
+            project: "p".into(),
+            group: None,
+            job_type: None,
+            rank: None,
+            start_unix_us: 1_800_000_000_000_000,
+            host: "h".into(),
+            pid: 1,
+        };
+        let mut m = Mapper::new(&start);
+        let mut items = Vec::new();
+        let key = Record::Key {
+            id: 0,
+            name: "loss".into(),
+        };
+        m.apply(key, &mut |i| items.push(i));
+        // 5 s in, then the clock steps back 2 h (before the start), then
+        // back before 1970.
+        for (step, t_us) in [
+            (0u64, 5_000_000i64),
+            (1, -7_200_000_000),
+            (2, -1_900_000_000_000_000),
+        ] {
+            let row = crate::record::Row {
+                step,
+                t_us,
+                values: vec![(0, step as f64)],
+            };
+            m.apply(Record::History(row), &mut |i| items.push(i));
+        }
+        m.apply(
+            Record::Exit(crate::record::Exit {
+                state: ExitState::Finished,
+                code: 0,
+                message: None,
+                t_us: -7_100_000_000,
+            }),
+            &mut |i| items.push(i),
+        );
+        let stamps: Vec<(i64, i64)> = items
+            .iter()
+            .filter_map(|i| match i {
+                Item::Metric {
+                    step, timestamp_ms, ..
+                } => Some((*step, *timestamp_ms)),
+                _ => None,
+            })
+            .collect();
+        // As given (earlier after later), except before 1970.
+        assert_eq!(
+            stamps,
+            vec![
+                (0, 1_800_000_005_000),
+                (1, 1_800_000_000_000 - 7_200_000),
+                (2, 0)
+            ]
+        );
+        // The end is not before the start nor before any metric.
+        assert_eq!(m.exit, Some((RemoteStatus::Finished, 1_800_000_005_000)));
     }
 
     #[test]

@@ -42,7 +42,21 @@
 //! and 403 become [`crate::Error::PermissionDenied`]; other 4xx answers are
 //! reported with the server's message ([`crate::Error::ServerRejected`]);
 //! connection errors, timeouts, 429 and 5xx are retried with exponential
-//! backoff (250 ms doubling to 10 s, with jitter).
+//! backoff (250 ms doubling to 10 s, with jitter; see
+//! [`crate::Settings::upload_backoff`]), or after the wait a 429 or 5xx
+//! answer's `Retry-After` asks for (up to 5 min). One request may take 60 s
+//! ([`crate::Settings::upload_request_timeout`]); `ranklog sync` reads both
+//! from the same environment variables.
+//!
+//! A request that failed may still have been applied (a 500 or a lost
+//! answer after the server wrote it, a timeout while it was slow), so every
+//! retried request is one whose repetition changes nothing: batches as
+//! above, `runs/update`, reads; `experiments/create` sent again answers
+//! `RESOURCE_ALREADY_EXISTS` and the experiment is got by name; and
+//! `runs/create` is never simply sent again: each attempt looks the run up
+//! by its `ranklog.run_id` tag first. An online run's upload never outlives
+//! the deadline `finish` gives it: a request still unanswered then is
+//! abandoned, and what it carried is sent again by `ranklog sync`.
 //!
 //! # Examples
 //!
@@ -127,7 +141,12 @@ impl Target {
     ///
     /// As [`Uploader::run`].
     pub fn check(&self) -> Result<()> {
-        let client = client::Client::new(&self.server, self.credentials.clone())?;
+        let tuning = crate::settings::upload_tuning_from_env()?;
+        let client = client::Client::new(
+            &self.server,
+            self.credentials.clone(),
+            tuning.request_timeout,
+        )?;
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

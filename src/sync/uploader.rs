@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use serde_json::{json, Value};
-use tokio::sync::Notify;
+use tokio::sync::{watch, Notify};
 
 use super::batch;
 use super::client::{self, Answer, Client, Failure};
@@ -17,6 +17,7 @@ use super::state::{SyncState, UploadLock};
 use super::{SyncReport, Target};
 use crate::error::{Error, Result};
 use crate::record::{Record, Start};
+use crate::settings::UploadTuning;
 use crate::store::{self, Meta, Reader, HEADER_LEN};
 
 /// Items kept ready beyond one batch; the log is the backlog, not memory.
@@ -32,9 +33,6 @@ type InFlight = (
 );
 /// How often a caught-up live uploader looks for new data.
 const POLL: Duration = Duration::from_millis(200);
-/// First and longest wait between retries.
-const BACKOFF_MIN: Duration = Duration::from_millis(250);
-const BACKOFF_MAX: Duration = Duration::from_secs(10);
 
 /// How a run is ended on the server when its log has no exit record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,7 +44,6 @@ pub(crate) enum Unfinished {
 }
 
 /// Signals from the run that owns a live uploader.
-#[derive(Default)]
 pub(crate) struct Control {
     /// The log is complete (its exit record is written): upload the rest, then stop.
     finishing: AtomicBool,
@@ -54,14 +51,30 @@ pub(crate) struct Control {
     stop_at: Mutex<Option<Instant>>,
     /// Wakes a sleeping uploader.
     pub notify: Notify,
+    /// The deadline again, watched by every request and retry wait, so that
+    /// none outlives it.
+    deadline: watch::Sender<Option<Instant>>,
     /// Whether the "server unreachable" warning was given.
     warned: AtomicBool,
+}
+
+impl Default for Control {
+    fn default() -> Control {
+        Control {
+            finishing: AtomicBool::new(false),
+            stop_at: Mutex::new(None),
+            notify: Notify::new(),
+            deadline: watch::channel(None).0,
+            warned: AtomicBool::new(false),
+        }
+    }
 }
 
 impl Control {
     pub(crate) fn finish_by(&self, deadline: Instant) {
         *self.stop_at.lock() = Some(deadline);
         self.finishing.store(true, Ordering::SeqCst);
+        self.deadline.send_replace(Some(deadline));
         self.notify.notify_one();
     }
 
@@ -126,6 +139,7 @@ impl Uploader {
             target,
             Arc::new(Control::default()),
             Persistence::GiveUpAfter(Duration::from_secs(60)),
+            crate::settings::upload_tuning_from_env()?,
         )
     }
 
@@ -134,9 +148,14 @@ impl Uploader {
         target: &Target,
         control: Arc<Control>,
         persistence: Persistence,
+        tuning: UploadTuning,
     ) -> Result<Uploader> {
         let lock = UploadLock::try_acquire(dir)?;
-        let mut client = Client::new(&target.server, target.credentials.clone())?;
+        let mut client = Client::new(
+            &target.server,
+            target.credentials.clone(),
+            tuning.request_timeout,
+        )?;
         let state = match SyncState::load(dir)? {
             Some(s) if s.server == client.server() => s,
             _ => SyncState {
@@ -176,6 +195,7 @@ impl Uploader {
                 client,
                 control,
                 persistence,
+                tuning,
             },
             state,
             start,
@@ -191,7 +211,10 @@ impl Uploader {
     }
 
     /// How long [`Uploader::run`] keeps retrying a server that is down
-    /// (connection errors, 429, 5xx) without progress (default 60 s).
+    /// (connection errors, timeouts, 429, 5xx) before giving up (default 60 s).
+    /// One request may take `RANKLOG_UPLOAD_REQUEST_TIMEOUT_MS` (60 s); the
+    /// wait between retries is set by `RANKLOG_UPLOAD_BACKOFF_MIN_MS` and
+    /// `RANKLOG_UPLOAD_BACKOFF_MAX_MS` (see [`crate::Settings::upload_backoff`]).
     #[must_use]
     pub fn retry_for(mut self, limit: Duration) -> Uploader {
         self.retry.persistence = Persistence::GiveUpAfter(limit);
@@ -427,38 +450,28 @@ impl Uploader {
         })
         .to_string()
         .into_bytes();
-        let found = self
+        let search = body;
+        let tags: Vec<Value> =
+            mapping::start_tags(&self.start, self.meta.as_ref().and_then(|m| m.rank))
+                .into_iter()
+                .map(|(k, v)| json!({"key": k, "value": v}))
+                .collect();
+        let create = json!({
+            "experiment_id": experiment_id,
+            "run_name": self.start.name,
+            "start_time": self.start.start_unix_us.div_euclid(1000),
+            "tags": tags,
+        })
+        .to_string()
+        .into_bytes();
+        // `runs/create` is the one request the server does not apply once:
+        // sent again after a lost answer (a timeout, a 500 after the run was
+        // written, a dropped connection) it makes a second run. So every
+        // attempt looks the run up first, and creates it only if absent.
+        let run_id = self
             .retry
-            .run(|c| c.post_ok_owned("runs/search", body.clone()))
+            .run(|c| find_or_create_run(c, search.clone(), create.clone()))
             .await?;
-        let existing = client::run_id_of_search(&found);
-        let run_id = match existing {
-            Some(id) => id,
-            None => {
-                let tags: Vec<Value> =
-                    mapping::start_tags(&self.start, self.meta.as_ref().and_then(|m| m.rank))
-                        .into_iter()
-                        .map(|(k, v)| json!({"key": k, "value": v}))
-                        .collect();
-                let body = json!({
-                    "experiment_id": experiment_id,
-                    "run_name": self.start.name,
-                    "start_time": self.start.start_unix_us.div_euclid(1000),
-                    "tags": tags,
-                })
-                .to_string()
-                .into_bytes();
-                let created = self
-                    .retry
-                    .run(|c| c.post_ok_owned("runs/create", body.clone()))
-                    .await?;
-                client::run_id_of_create(&created).ok_or_else(|| Error::NotMlflow {
-                    server: self.retry.client.server().to_string(),
-                    path: "/api/2.0/mlflow/runs/create".into(),
-                    status: 200,
-                })?
-            }
-        };
         self.state.remote_run_id = Some(run_id);
         self.state.save(&self.dir)
     }
@@ -529,6 +542,27 @@ impl Uploader {
     }
 }
 
+/// The remote run tagged with the ranklog id in `search`, else a new one
+/// made with `create`.
+async fn find_or_create_run(
+    c: Client,
+    search: Vec<u8>,
+    create: Vec<u8>,
+) -> std::result::Result<String, Failure> {
+    let found = c.post_ok("runs/search", search).await?;
+    if let Some(id) = client::run_id_of_search(&found) {
+        return Ok(id);
+    }
+    let created = c.post_ok("runs/create", create).await?;
+    client::run_id_of_create(&created).ok_or_else(|| {
+        Failure::Fatal(Error::NotMlflow {
+            server: c.server().to_string(),
+            path: "/api/2.0/mlflow/runs/create".into(),
+            status: 200,
+        })
+    })
+}
+
 /// Retries a request on transient failures, with backoff; cheap to clone
 /// into concurrent batch tasks.
 #[derive(Clone)]
@@ -536,19 +570,36 @@ pub(crate) struct Retry {
     client: Client,
     control: Arc<Control>,
     persistence: Persistence,
+    tuning: UploadTuning,
 }
 
 impl Retry {
     /// Runs `call` until it succeeds, fails for good, or retries run out.
+    ///
+    /// A live upload never outlives the deadline its run's `finish` sets:
+    /// a request still in flight then is abandoned (it may or may not have
+    /// been applied; the next upload sends the same data again).
     async fn run<T, F, Fut>(&self, mut call: F) -> Result<T>
     where
         F: FnMut(Client) -> Fut,
         Fut: std::future::Future<Output = std::result::Result<T, Failure>>,
     {
         let started = Instant::now();
-        let mut delay = BACKOFF_MIN;
+        let mut delay = self.tuning.backoff_min;
+        let mut deadline = self.control.deadline.subscribe();
+        let live = matches!(self.persistence, Persistence::Live);
+        let mut last: Option<Box<Error>> = None;
         loop {
-            match call(self.client.clone()).await {
+            let attempt = call(self.client.clone());
+            let outcome = if live {
+                match until_deadline(&mut deadline, attempt).await {
+                    Some(outcome) => outcome,
+                    None => return Err(last.map_or_else(|| self.deadline_error(), |e| *e)),
+                }
+            } else {
+                attempt.await
+            };
+            match outcome {
                 Ok(v) => {
                     if self.control.warned.swap(false, Ordering::SeqCst) {
                         tracing::info!(server = %self.client.server(), "ranklog: tracking server reachable again; uploading");
@@ -556,13 +607,19 @@ impl Retry {
                     return Ok(v);
                 }
                 Err(Failure::Fatal(e)) => return Err(e),
-                Err(Failure::Transient { detail, error }) => {
+                Err(Failure::Transient {
+                    detail,
+                    error,
+                    retry_after,
+                }) => {
+                    let wait = retry_after.unwrap_or_else(|| jitter(delay));
                     match self.persistence {
                         Persistence::GiveUpAfter(limit) => {
-                            if started.elapsed() + delay > limit {
+                            if started.elapsed() + wait > limit {
                                 return Err(*error);
                             }
-                            tracing::debug!(%detail, "ranklog: retrying upload");
+                            tracing::debug!(%detail, ?wait, "ranklog: retrying upload");
+                            tokio::time::sleep(wait).await;
                         }
                         Persistence::Live => {
                             if self.control.finishing() && self.control.expired() {
@@ -575,14 +632,80 @@ impl Retry {
                                     "ranklog: cannot reach the tracking server; the run goes on locally and the upload is retried"
                                 );
                             }
+                            tracing::debug!(%detail, ?wait, "ranklog: retrying upload");
+                            // The run's finish cuts a backoff short (try
+                            // now), never a wait the server asked for; the
+                            // deadline cuts both.
+                            pause(&mut deadline, wait, retry_after.is_none()).await;
+                            if self.control.expired() {
+                                return Err(*error);
+                            }
+                            last = Some(error);
                         }
                     }
-                    let _ =
-                        tokio::time::timeout(jitter(delay), self.control.notify.notified()).await;
-                    delay = (delay * 2).min(BACKOFF_MAX);
+                    delay = (delay * 2).min(self.tuning.backoff_max);
                 }
             }
         }
+    }
+
+    fn deadline_error(&self) -> Error {
+        Error::ServerUnavailable {
+            server: self.client.server().to_string(),
+            detail: "the upload deadline passed with a request unanswered".into(),
+        }
+    }
+}
+
+/// `fut`, unless the deadline watched by `deadline` passes first (`None`).
+async fn until_deadline<F: std::future::Future>(
+    deadline: &mut watch::Receiver<Option<Instant>>,
+    fut: F,
+) -> Option<F::Output> {
+    tokio::pin!(fut);
+    loop {
+        let at = *deadline.borrow_and_update();
+        tokio::select! {
+            out = &mut fut => return Some(out),
+            () = sleep_until(at) => return None,
+            changed = deadline.changed() => {
+                if changed.is_err() {
+                    return Some(fut.await);
+                }
+            }
+        }
+    }
+}
+
+/// Waits `wait`, less if the deadline comes first; `early`: also stop
+/// waiting when the deadline is set (the run is finishing).
+async fn pause(deadline: &mut watch::Receiver<Option<Instant>>, wait: Duration, early: bool) {
+    let end = Instant::now() + wait;
+    loop {
+        let at = match *deadline.borrow_and_update() {
+            Some(d) => end.min(d),
+            None => end,
+        };
+        tokio::select! {
+            () = sleep_until(Some(at)) => return,
+            changed = deadline.changed() => {
+                if changed.is_err() {
+                    sleep_until(Some(end)).await;
+                    return;
+                }
+                if early {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Sleeps until `at`, or forever.
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -596,4 +719,248 @@ fn jitter(d: Duration) -> Duration {
     };
     let f = 0.75 + 0.5 * (f64::from(r) / f64::from(u16::MAX));
     d.mul_f64(f)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::sync::atomic::AtomicUsize;
+
+    use super::*;
+
+    /// What the fake server does with a request.
+    enum Act {
+        /// Answer with a status, a JSON body and maybe `Retry-After`.
+        Answer(u16, String, Option<u32>),
+        /// Close the connection without an answer.
+        Drop,
+        /// Never answer.
+        Hang,
+    }
+
+    /// Requests the fake server saw: path and arrival time.
+    type Seen = Arc<Mutex<Vec<(String, Instant)>>>;
+
+    /// A tiny HTTP/1.1 server on 127.0.0.1 answering with `handler(path, n)`,
+    /// `n` counting the requests to that path from 1.
+    fn fake(handler: impl Fn(&str, usize) -> Act + Send + Sync + 'static) -> (String, Seen) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let uri = format!("http://{}", listener.local_addr().unwrap());
+        let seen: Seen = Arc::default();
+        let handler = Arc::new(handler);
+        let s = seen.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { return };
+                let (h, s) = (handler.clone(), s.clone());
+                std::thread::spawn(move || serve(conn, &*h, &s));
+            }
+        });
+        (uri, seen)
+    }
+
+    fn serve(mut conn: TcpStream, handler: &dyn Fn(&str, usize) -> Act, seen: &Seen) {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 8192];
+        loop {
+            let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                match conn.read(&mut chunk) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+                continue;
+            };
+            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            if buf.len() < end + 4 + len {
+                match conn.read(&mut chunk) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+                continue;
+            }
+            let target = head.split(' ').nth(1).unwrap_or_default().to_string();
+            let path = target
+                .split('?')
+                .next()
+                .unwrap_or_default()
+                .trim_start_matches("/api/2.0/mlflow/")
+                .to_string();
+            buf.drain(..end + 4 + len);
+            let n = {
+                let mut s = seen.lock();
+                s.push((path.clone(), Instant::now()));
+                s.iter().filter(|(p, _)| *p == path).count()
+            };
+            match handler(&path, n) {
+                Act::Answer(status, body, after) => {
+                    let after = after
+                        .map(|s| format!("Retry-After: {s}\r\n"))
+                        .unwrap_or_default();
+                    let msg = format!(
+                        "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{after}\r\n{body}",
+                        body.len()
+                    );
+                    if conn.write_all(msg.as_bytes()).is_err() {
+                        return;
+                    }
+                }
+                Act::Drop => return,
+                Act::Hang => {
+                    std::thread::sleep(Duration::from_secs(600));
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Answers of a server that works, with `created` runs found by search.
+    fn normal(path: &str, created: &AtomicUsize) -> Act {
+        let ok = |body: &str| Act::Answer(200, body.to_string(), None);
+        match path {
+            "experiments/get-by-name" => ok(r#"{"experiment":{"experiment_id":"1"}}"#),
+            "runs/search" if created.load(Ordering::SeqCst) > 0 => {
+                ok(r#"{"runs":[{"info":{"run_id":"r1"}}]}"#)
+            }
+            "runs/search" => ok("{}"),
+            "runs/create" => {
+                created.fetch_add(1, Ordering::SeqCst);
+                ok(r#"{"run":{"info":{"run_id":"r1"}}}"#)
+            }
+            _ => ok("{}"),
+        }
+    }
+
+    /// A finished offline run with `steps` steps.
+    fn offline_run(root: &Path, steps: u64) -> PathBuf {
+        let run = crate::init(
+            crate::Settings::new()
+                .dir(root)
+                .mode(crate::Mode::Offline)
+                .silent(true)
+                .capture_git(false),
+        )
+        .unwrap();
+        for s in 0..steps {
+            run.log([("loss", s as f64)]).unwrap();
+        }
+        run.summary("best", 1.0).unwrap();
+        run.finish().unwrap().dir.unwrap()
+    }
+
+    fn tuning(request_timeout: Duration) -> UploadTuning {
+        UploadTuning {
+            request_timeout,
+            backoff_min: Duration::from_millis(10),
+            backoff_max: Duration::from_millis(50),
+        }
+    }
+
+    fn sync(dir: &Path, uri: &str, tuning: UploadTuning) -> Result<SyncReport> {
+        Uploader::open_with(
+            dir,
+            &Target::new(uri),
+            Arc::new(Control::default()),
+            Persistence::GiveUpAfter(Duration::from_secs(30)),
+            tuning,
+        )?
+        .run(true, &mut |_| {})
+    }
+
+    #[test]
+    fn a_run_created_whose_answer_was_lost_is_not_created_again() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = offline_run(root.path(), 10);
+        let created = Arc::new(AtomicUsize::new(0));
+        let c = created.clone();
+        // The server creates the run, then the connection drops.
+        let (uri, seen) = fake(move |path, n| {
+            let act = normal(path, &c);
+            if path == "runs/create" && n == 1 {
+                Act::Drop
+            } else {
+                act
+            }
+        });
+        let report = sync(&dir, &uri, tuning(Duration::from_secs(10))).unwrap();
+        assert_eq!(report.remote_run_id.as_deref(), Some("r1"));
+        assert_eq!(report.status.as_deref(), Some("FINISHED"));
+        assert_eq!(created.load(Ordering::SeqCst), 1, "{:?}", seen.lock());
+    }
+
+    #[test]
+    fn retry_after_is_honoured() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = offline_run(root.path(), 10);
+        let created = Arc::new(AtomicUsize::new(0));
+        let c = created.clone();
+        let (uri, seen) = fake(move |path, n| {
+            if path == "runs/log-batch" && n == 1 {
+                Act::Answer(429, "{}".into(), Some(1))
+            } else {
+                normal(path, &c)
+            }
+        });
+        sync(&dir, &uri, tuning(Duration::from_secs(10))).unwrap();
+        let seen = seen.lock();
+        let batches: Vec<Instant> = seen
+            .iter()
+            .filter(|(p, _)| p == "runs/log-batch")
+            .map(|(_, t)| *t)
+            .collect();
+        assert!(batches.len() >= 2, "{seen:?}");
+        // The backoff alone would retry after 10 ms.
+        assert!(
+            batches[1] - batches[0] >= Duration::from_secs(1),
+            "retried after {:?}",
+            batches[1] - batches[0]
+        );
+    }
+
+    #[test]
+    fn a_live_upload_stops_at_its_deadline_with_a_request_unanswered() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = offline_run(root.path(), 10);
+        let created = Arc::new(AtomicUsize::new(0));
+        let c = created.clone();
+        let (uri, _seen) = fake(move |path, _| {
+            if path == "runs/log-batch" {
+                Act::Hang
+            } else {
+                normal(path, &c)
+            }
+        });
+        let control = Arc::new(Control::default());
+        // The client would wait 10 min for the answer.
+        let mut up = Uploader::open_with(
+            &dir,
+            &Target::new(&uri),
+            control.clone(),
+            Persistence::Live,
+            tuning(Duration::from_secs(600)),
+        )
+        .unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let r = rt.block_on(up.upload(Unfinished::Leave, true, &mut |_| {}));
+            let _ = tx.send(r.map_err(|e| e.to_string()));
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        control.finish_by(Instant::now() + Duration::from_millis(200));
+        // Without the deadline on requests this would take 10 minutes.
+        let result = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the upload ended at its deadline");
+        let err = result.unwrap_err();
+        assert!(err.contains("deadline"), "{err}");
+    }
 }
