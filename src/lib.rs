@@ -5,6 +5,9 @@
 mod console;
 mod error;
 pub mod export;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod group;
 pub mod human;
 mod names;

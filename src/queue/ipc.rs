@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use ipc_channel::ipc::{
-    self, IpcOneShotServer, IpcReceiver, IpcReceiverSet, IpcSelectionResult, IpcSender,
+    self, IpcMessage, IpcOneShotServer, IpcReceiver, IpcReceiverSet, IpcSelectionResult, IpcSender,
 };
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
@@ -174,10 +174,7 @@ impl Hub for IpcHub {
                     let Some(&rank) = self.ids.get(&id) else {
                         continue;
                     };
-                    match msg.to::<IpcMsg>().ok().and_then(|m| match m {
-                        IpcMsg::Frame(bytes) => wire::decode::<ToOwner>(&bytes),
-                        _ => None,
-                    }) {
+                    match decode_frame(msg) {
                         Some(m) => events.push(Event::Message(rank, m)),
                         None => events.push(Event::Garbage(rank)),
                     }
@@ -202,6 +199,33 @@ impl Hub for IpcHub {
             }
         }
     }
+}
+
+/// [`IpcMsg`] as the owner reads an admitted worker's messages: the same
+/// variants, but the hello's reply channel read as the bare index that
+/// ipc-channel writes for a channel. ipc-channel turns that index into a
+/// channel without a bounds check, so reading an [`IpcMsg`] whose index
+/// names no channel panics; a frame is all the owner expects here anyway.
+#[derive(Serialize, Deserialize)]
+enum Incoming {
+    Hello { _reply: usize, _payload: ByteBuf },
+    Frame(ByteBuf),
+    Wake,
+}
+
+/// Decodes a message of an admitted worker: a frame holding a `ToOwner`;
+/// `None` for anything else, whatever the bytes.
+pub(crate) fn decode_frame(msg: IpcMessage) -> Option<ToOwner> {
+    match msg.to::<Incoming>().ok()? {
+        Incoming::Frame(bytes) => wire::decode::<ToOwner>(&bytes),
+        Incoming::Hello { .. } | Incoming::Wake => None,
+    }
+}
+
+/// The bytes ipc-channel sends for a worker's frame (fuzzing seeds).
+#[cfg(feature = "fuzzing")]
+pub(crate) fn frame_message_bytes(payload: &[u8]) -> Vec<u8> {
+    postcard::to_stdvec(&IpcMsg::Frame(ByteBuf::from(payload.to_vec()))).unwrap_or_default()
 }
 
 /// A worker's connection to the owner over ipc-channel.
@@ -281,5 +305,39 @@ impl Link for IpcLink {
                 ipc_channel::IpcError::Disconnected
             ))
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::Record;
+
+    fn message(bytes: Vec<u8>) -> IpcMessage {
+        IpcMessage::from_data(bytes)
+    }
+
+    /// Regression (issue #9, found by the `queue_frames` fuzz target): this
+    /// panicked the owner's thread inside ipc-channel.
+    #[test]
+    fn a_hello_naming_no_channel_is_garbage_not_a_panic() {
+        // IpcMsg::Hello { reply: channel #3, payload: [] } with no channel
+        // attached: ipc-channel would index its channel list out of bounds.
+        assert_eq!(decode_frame(message(vec![0, 3, 0])), None);
+        assert_eq!(decode_frame(message(vec![0, 0, 2, 1, 2])), None);
+        assert_eq!(decode_frame(message(vec![2])), None); // Wake
+        assert_eq!(decode_frame(message(vec![7, 1])), None);
+        assert_eq!(decode_frame(message(Vec::new())), None);
+    }
+
+    #[test]
+    fn frames_decode_as_the_worker_sent_them() {
+        let msg = ToOwner::Records(vec![Record::Key {
+            id: 1,
+            name: "loss".into(),
+        }]);
+        let bytes = postcard::to_stdvec(&IpcMsg::Frame(ByteBuf::from(wire::encode(&msg))))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(decode_frame(message(bytes)), Some(msg));
     }
 }

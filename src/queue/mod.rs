@@ -75,6 +75,9 @@
 //! - Rank 0's `finish` waits for every live worker's goodbye for at most the
 //!   finish timeout, then records the missing ranks as lost and finishes.
 
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzz;
 mod ipc;
 mod merge;
 mod owner;

@@ -198,7 +198,8 @@ impl Client {
         }
     }
 
-    fn classify(&self, path: &str, status: u16, body: &[u8]) -> Result<Answer, Failure> {
+    /// Turns a status and a body into an [`Answer`] or a [`Failure`].
+    pub(crate) fn classify(&self, path: &str, status: u16, body: &[u8]) -> Result<Answer, Failure> {
         let json: Option<Value> = serde_json::from_slice(body).ok();
         if (200..300).contains(&status) {
             return match json {
@@ -311,10 +312,36 @@ impl Client {
     }
 }
 
+/// The experiment id in an `experiments/get-by-name` answer.
+pub(crate) fn experiment_id_of_get(v: &Value) -> Option<String> {
+    v["experiment"]["experiment_id"]
+        .as_str()
+        .map(str::to_string)
+}
+
+/// The experiment id in an `experiments/create` answer.
+pub(crate) fn experiment_id_of_create(v: &Value) -> Option<String> {
+    v["experiment_id"].as_str().map(str::to_string)
+}
+
+/// The id of the first run in a `runs/search` answer.
+pub(crate) fn run_id_of_search(v: &Value) -> Option<String> {
+    v["runs"]
+        .as_array()
+        .and_then(|runs| runs.first())
+        .and_then(|r| r["info"]["run_id"].as_str())
+        .map(str::to_string)
+}
+
+/// The run id in a `runs/create` answer.
+pub(crate) fn run_id_of_create(v: &Value) -> Option<String> {
+    v["run"]["info"]["run_id"].as_str().map(str::to_string)
+}
+
 /// A `Retry-After` value in seconds (the HTTP-date form is not used by
 /// MLflow or the proxies in front of it, and is ignored), capped at
 /// [`RETRY_AFTER_MAX`].
-fn parse_retry_after(v: &str) -> Option<Duration> {
+pub(crate) fn parse_retry_after(v: &str) -> Option<Duration> {
     let secs: f64 = v.trim().parse().ok()?;
     if !secs.is_finite() || secs < 0.0 {
         return None;

@@ -73,6 +73,9 @@
 mod batch;
 mod client;
 mod credentials;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzz;
 pub(crate) mod live;
 mod mapping;
 mod state;

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use tokio::sync::{watch, Notify};
 
 use super::batch;
-use super::client::{Answer, Client, Failure};
+use super::client::{self, Answer, Client, Failure};
 use super::mapping::{self, Item, Mapper, RemoteStatus};
 use super::state::{SyncState, UploadLock};
 use super::{SyncReport, Target};
@@ -488,8 +488,8 @@ impl Uploader {
                 .await?;
             match got {
                 Answer::Ok(v) => {
-                    if let Some(id) = v["experiment"]["experiment_id"].as_str() {
-                        return Ok(id.to_string());
+                    if let Some(id) = client::experiment_id_of_get(&v) {
+                        return Ok(id);
                     }
                 }
                 Answer::Api(e) if e.code == "RESOURCE_DOES_NOT_EXIST" => {}
@@ -504,8 +504,8 @@ impl Uploader {
                 .await?;
             match created {
                 Answer::Ok(v) => {
-                    if let Some(id) = v["experiment_id"].as_str() {
-                        return Ok(id.to_string());
+                    if let Some(id) = client::experiment_id_of_create(&v) {
+                        return Ok(id);
                     }
                 }
                 // Another rank created it first: get it again.
@@ -550,24 +550,17 @@ async fn find_or_create_run(
     create: Vec<u8>,
 ) -> std::result::Result<String, Failure> {
     let found = c.post_ok("runs/search", search).await?;
-    let existing = found["runs"]
-        .as_array()
-        .and_then(|runs| runs.first())
-        .and_then(|r| r["info"]["run_id"].as_str());
-    if let Some(id) = existing {
-        return Ok(id.to_string());
+    if let Some(id) = client::run_id_of_search(&found) {
+        return Ok(id);
     }
     let created = c.post_ok("runs/create", create).await?;
-    created["run"]["info"]["run_id"]
-        .as_str()
-        .map(str::to_string)
-        .ok_or_else(|| {
-            Failure::Fatal(Error::NotMlflow {
-                server: c.server().to_string(),
-                path: "/api/2.0/mlflow/runs/create".into(),
-                status: 200,
-            })
+    client::run_id_of_create(&created).ok_or_else(|| {
+        Failure::Fatal(Error::NotMlflow {
+            server: c.server().to_string(),
+            path: "/api/2.0/mlflow/runs/create".into(),
+            status: 200,
         })
+    })
 }
 
 /// Retries a request on transient failures, with backoff; cheap to clone
