@@ -11,6 +11,7 @@
 //! `TMPDIR`, which must stay short (Unix socket paths are limited to 108 bytes).
 
 use std::io;
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -46,14 +47,22 @@ struct Accepted {
     first: IpcMsg,
 }
 
+/// What an accept thread hands the owner.
+enum Accept {
+    /// A peer connected and sent its first message.
+    Connected(Accepted),
+    /// A peer connected but its first message could not be read.
+    Unreadable(u32),
+}
+
 /// The owner's side: one one-shot server per worker, one receiver set.
 pub(crate) struct IpcHub {
     dir: PathBuf,
     admission: Admission,
     set: IpcReceiverSet,
     ids: FxHashMap<u64, u32>,
-    accepted_tx: Sender<Accepted>,
-    accepted: Receiver<Accepted>,
+    accepted_tx: Sender<Accept>,
+    accepted: Receiver<Accept>,
     /// Latest server name per worker rank not yet connected.
     waiting: FxHashMap<u32, String>,
     /// Each admitted worker's answer channel, kept open: a worker sees the
@@ -100,22 +109,41 @@ impl IpcHub {
         let tx = self.accepted_tx.clone();
         std::thread::Builder::new()
             .name(format!("ranklog-accept-{rank}"))
-            .spawn(move || match server.accept() {
-                Ok((receiver, first)) => {
-                    let _ = tx.send(Accepted {
-                        rank,
-                        receiver,
-                        first,
-                    });
+            .spawn(move || {
+                // ipc-channel looks up the channels named in the first message
+                // without a bounds check: bytes from a stranger can panic
+                // inside `accept`. Catching it keeps the rank reachable.
+                match std::panic::catch_unwind(AssertUnwindSafe(|| server.accept())) {
+                    Ok(Ok((receiver, first))) => {
+                        let _ = tx.send(Accept::Connected(Accepted {
+                            rank,
+                            receiver,
+                            first,
+                        }));
+                    }
+                    Ok(Err(e)) => tracing::debug!(rank, error = %e, "ranklog: ipc accept ended"),
+                    Err(_) => {
+                        let _ = tx.send(Accept::Unreadable(rank));
+                    }
                 }
-                Err(e) => tracing::debug!(rank, error = %e, "ranklog: ipc accept ended"),
             })?;
         Ok(())
     }
 
-    fn admit(&mut self, acc: Accepted, events: &mut Vec<Event>) {
-        let IpcMsg::Hello { reply, payload } = acc.first else {
-            return;
+    fn admit(&mut self, acc: Accept, events: &mut Vec<Event>) {
+        let acc = match acc {
+            Accept::Connected(acc) => acc,
+            Accept::Unreadable(rank) => {
+                return self.reopen(rank, "its first message is unreadable", events)
+            }
+        };
+        let (reply, payload) = match acc.first {
+            IpcMsg::Hello { reply, payload } => (reply, payload),
+            IpcMsg::Frame(_) => {
+                return self.reopen(acc.rank, "its first message is not a hello", events)
+            }
+            // Our own wake-up at close: nothing to serve any more.
+            IpcMsg::Wake => return,
         };
         let hello = wire::decode::<ToOwner>(&payload);
         let answer = self.admission.check(acc.rank, hello.as_ref());
@@ -132,17 +160,18 @@ impl IpcHub {
                     tracing::warn!(rank = acc.rank, error = %e, "ranklog: cannot watch the worker's channel")
                 }
             },
-            ToWorker::Refused { reason } => {
-                events.push(Event::Refused(format!(
-                    "ipc connection for rank {}: {reason}",
-                    acc.rank
-                )));
-                // The one-shot server is used up: publish a fresh one so the
-                // real worker can still connect.
-                if let Err(e) = self.serve(acc.rank) {
-                    tracing::warn!(rank = acc.rank, error = %e, "ranklog: cannot re-open the ipc server");
-                }
-            }
+            ToWorker::Refused { reason } => self.reopen(acc.rank, &reason, events),
+        }
+    }
+
+    /// Refuses a connection to `rank`'s server. The one-shot server is used
+    /// up: a fresh one is published so the real worker can still connect.
+    fn reopen(&mut self, rank: u32, why: &str, events: &mut Vec<Event>) {
+        events.push(Event::Refused(format!(
+            "ipc connection for rank {rank}: {why}"
+        )));
+        if let Err(e) = self.serve(rank) {
+            tracing::warn!(rank, error = %e, "ranklog: cannot re-open the ipc server");
         }
     }
 }
@@ -311,6 +340,7 @@ impl Link for IpcLink {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::queue::Admission;
     use crate::record::Record;
 
     fn message(bytes: Vec<u8>) -> IpcMessage {
@@ -328,6 +358,58 @@ mod tests {
         assert_eq!(decode_frame(message(vec![2])), None); // Wake
         assert_eq!(decode_frame(message(vec![7, 1])), None);
         assert_eq!(decode_frame(message(Vec::new())), None);
+    }
+
+    /// Regression (issue #9): a stranger's first message naming a channel
+    /// that is not there panicked the accept thread inside ipc-channel, and
+    /// the rank could no longer connect.
+    #[test]
+    fn an_unreadable_first_message_is_refused_and_the_rank_still_connects() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let rdv = dir.path().join("rdv");
+        let admission = Admission::new(2, "secret".into(), "id".into(), "name".into());
+        let mut hub = IpcHub::start(&rdv, admission).unwrap_or_else(|e| panic!("{e}"));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let name = rendezvous::wait_for_name(&rdv, 1, deadline, &[])
+            .unwrap_or_else(|| panic!("no server published"));
+        let stranger = IpcSender::<Incoming>::connect(name).unwrap_or_else(|e| panic!("{e}"));
+        stranger
+            .send(Incoming::Hello {
+                _reply: 3,
+                _payload: ByteBuf::new(),
+            })
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut events = Vec::new();
+        while events.is_empty() && Instant::now() < deadline {
+            events.extend(hub.poll(Duration::from_millis(20)));
+        }
+        assert!(
+            matches!(events.as_slice(), [Event::Refused(why)] if why.contains("unreadable")),
+            "{} events",
+            events.len()
+        );
+        let hello = ToOwner::Hello {
+            rank: 1,
+            world_size: 2,
+            token: "secret".into(),
+            pid: 1,
+            host: "h".into(),
+        };
+        let worker = std::thread::spawn({
+            let rdv = rdv.clone();
+            move || IpcLink::connect(&rdv, 1, &hello, deadline).map(|(_, answer)| answer)
+        });
+        let mut events = Vec::new();
+        while events.is_empty() && Instant::now() < deadline {
+            events.extend(hub.poll(Duration::from_millis(20)));
+        }
+        assert!(matches!(events.as_slice(), [Event::Connected(1)]));
+        let answer = worker
+            .join()
+            .unwrap_or_else(|_| panic!("worker panicked"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(matches!(answer, ToWorker::Welcome { .. }));
+        hub.close();
     }
 
     #[test]
