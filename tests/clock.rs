@@ -19,7 +19,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use ranklog::store::{self, RunState};
 use ranklog::{Mode, Record, Settings};
 
-use crate::util::{assert_success, child, is_child, only_run, ranklog, records, temp_root};
+use crate::util::{
+    assert_success, child, is_child, only_run, ranklog, read_http_request, records, temp_root,
+};
 
 /// Steps logged in each clock phase.
 const PER_PHASE: u64 = 5;
@@ -108,23 +110,7 @@ fn fake_mlflow() -> (String, Received) {
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { continue };
-            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
-            let mut request = String::new();
-            let _ = reader.read_line(&mut request);
-            let path = request.split_whitespace().nth(1).unwrap_or("").to_string();
-            let mut len = 0usize;
-            let mut line = String::new();
-            while reader.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
-                if line == "\r\n" {
-                    break;
-                }
-                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    len = v.trim().parse().unwrap_or(0);
-                }
-                line.clear();
-            }
-            let mut body = vec![0u8; len];
-            let _ = reader.read_exact(&mut body);
+            let (path, body) = read_http_request(&stream);
             let json = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
             let endpoint = path
                 .split('?')

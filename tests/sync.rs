@@ -1,7 +1,7 @@
 //! Upload errors and online mode without a real MLflow server: fake servers
 //! on 127.0.0.1 answer like a basic-auth MLflow, a web server or nothing.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::Write;
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use ranklog::{Mode, Reinit, Settings};
 
-use crate::util::{assert_success, only_run, ranklog, ranklog_bin, temp_root};
+use crate::util::{assert_success, only_run, ranklog, ranklog_bin, read_http_request, temp_root};
 
 /// A server answering every request with `status` and `body`; returns its URI.
 fn fake_server(status: &'static str, content_type: &'static str, body: &'static str) -> String {
@@ -18,20 +18,7 @@ fn fake_server(status: &'static str, content_type: &'static str, body: &'static 
     std::thread::spawn(move || {
         for stream in listener.incoming().take(64) {
             let Ok(mut stream) = stream else { continue };
-            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
-            let mut len = 0usize;
-            let mut line = String::new();
-            while reader.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
-                if line == "\r\n" {
-                    break;
-                }
-                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    len = v.trim().parse().unwrap_or(0);
-                }
-                line.clear();
-            }
-            let mut body_in = vec![0u8; len];
-            let _ = reader.read_exact(&mut body_in);
+            let _ = read_http_request(&stream);
             let _ = write!(
                 stream,
                 "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",

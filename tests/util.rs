@@ -127,3 +127,26 @@ pub fn rows(dir: &Path) -> Vec<(u64, Vec<(String, f64)>)> {
     }
     out
 }
+
+/// Reads one HTTP/1.1 request from `stream`: its path and its body.
+pub fn read_http_request(stream: &std::net::TcpStream) -> (String, Vec<u8>) {
+    use std::io::{BufRead, Read};
+    let mut reader = std::io::BufReader::new(stream);
+    let mut request = String::new();
+    let _ = reader.read_line(&mut request);
+    let path = request.split_whitespace().nth(1).unwrap_or("").to_string();
+    let mut len = 0usize;
+    let mut line = String::new();
+    while reader.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
+        if line == "\r\n" {
+            break;
+        }
+        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            len = v.trim().parse().unwrap_or(0);
+        }
+        line.clear();
+    }
+    let mut body = vec![0u8; len];
+    let _ = reader.read_exact(&mut body);
+    (path, body)
+}

@@ -214,32 +214,13 @@ impl Client {
                 experiment: self.experiment.clone(),
                 status,
             })),
-            429 | 500..=599 => {
-                let detail = format!("HTTP {status} on {}: {}", api_path(path), snippet(body));
-                Err(Failure::Transient {
-                    error: Box::new(Error::ServerUnavailable {
-                        server,
-                        detail: detail.clone(),
-                    }),
-                    detail,
-                    retry_after: None,
-                })
-            }
-            // Two writers of the same rows at once (an uploader killed with
-            // its request in flight, then `ranklog sync`): MLflow's SQL store
-            // lets the loser's unique-key violation out as a 400. Sent again,
-            // the same rows are found and accepted, so it is worth retrying.
-            400 if is_write_conflict(body) => {
-                let detail = format!("HTTP {status} on {}: {}", api_path(path), snippet(body));
-                Err(Failure::Transient {
-                    error: Box::new(Error::ServerUnavailable {
-                        server,
-                        detail: detail.clone(),
-                    }),
-                    detail,
-                    retry_after: None,
-                })
-            }
+            // A 400 may be two writers of the same rows at once (an uploader
+            // killed with its request in flight, then `ranklog sync`):
+            // MLflow's SQL store lets the loser's unique-key violation out as
+            // a 400. Sent again, the same rows are found and accepted, so it
+            // is worth retrying.
+            429 | 500..=599 => transient(status, path, body, server),
+            400 if is_write_conflict(body) => transient(status, path, body, server),
             _ => match json.as_ref().and_then(|v| v.get("error_code")?.as_str()) {
                 Some(code) => Ok(Answer::Api(ApiError {
                     status,
@@ -476,6 +457,19 @@ fn snippet(body: &[u8]) -> String {
         s.push('…');
     }
     s
+}
+
+/// A failure worth retrying: the server is busy, failing, or lost a race.
+fn transient(status: u16, path: &str, body: &[u8], server: String) -> Result<Answer, Failure> {
+    let detail = format!("HTTP {status} on {}: {}", api_path(path), snippet(body));
+    Err(Failure::Transient {
+        error: Box::new(Error::ServerUnavailable {
+            server,
+            detail: detail.clone(),
+        }),
+        detail,
+        retry_after: None,
+    })
 }
 
 /// Whether an error body is a database unique-key violation (SQLite,

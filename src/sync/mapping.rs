@@ -366,6 +366,20 @@ fn flatten(prefix: &str, v: &serde_json::Value, out: &mut Vec<(String, String)>)
 mod tests {
     use super::*;
 
+    fn start_at(start_unix_us: i64) -> Start {
+        Start {
+            id: "abc".into(),
+            name: "n".into(),
+            project: "p".into(),
+            group: None,
+            job_type: None,
+            rank: None,
+            start_unix_us,
+            host: "h".into(),
+            pid: 1,
+        }
+    }
+
     #[test]
     fn valid_keys_are_kept() {
         for k in ["loss", "train/loss", "a.b-c_d:e f", "x/y/z"] {
@@ -391,17 +405,7 @@ mod tests {
 
     #[test]
     fn times_from_a_clock_that_went_backwards_stay_valid_for_mlflow() {
-        let start = Start {
-            id: "abc".into(),
-            name: "n".into(),
-            project: "p".into(),
-            group: None,
-            job_type: None,
-            rank: None,
-            start_unix_us: 1_800_000_000_000_000,
-            host: "h".into(),
-            pid: 1,
-        };
+        let start = start_at(1_800_000_000_000_000);
         let mut m = Mapper::new(&start);
         let mut items = Vec::new();
         let key = Record::Key {
@@ -456,17 +460,7 @@ mod tests {
 
     #[test]
     fn config_flattens_and_changed_params_become_tags() {
-        let start = Start {
-            id: "abc".into(),
-            name: "n".into(),
-            project: "p".into(),
-            group: None,
-            job_type: None,
-            rank: None,
-            start_unix_us: 1_000_000,
-            host: "h".into(),
-            pid: 1,
-        };
+        let start = start_at(1_000_000);
         let mut m = Mapper::new(&start);
         let mut items = Vec::new();
         m.apply(
