@@ -16,8 +16,9 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Receiver;
 use parking_lot::Mutex;
 
+use super::retry::{Control, Persistence};
 use super::state::SyncState;
-use super::uploader::{Control, Persistence, Unfinished, Uploader};
+use super::uploader::{Unfinished, Uploader};
 use super::{Target, UploadStatus};
 use crate::settings::UploadTuning;
 use crate::store;

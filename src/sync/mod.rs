@@ -78,6 +78,7 @@ mod credentials;
 pub mod fuzz;
 pub(crate) mod live;
 mod mapping;
+mod retry;
 mod state;
 mod uploader;
 
