@@ -208,20 +208,25 @@ impl Client {
             };
         }
         let server = self.base.clone();
+        let code = json.as_ref().and_then(|v| v.get("error_code")?.as_str());
         match status {
             401 | 403 => Err(Failure::Fatal(Error::PermissionDenied {
                 server,
                 experiment: self.experiment.clone(),
                 status,
             })),
+            429 | 500..=599 => transient(status, path, body, server),
             // A 400 may be two writers of the same rows at once (an uploader
             // killed with its request in flight, then `ranklog sync`):
             // MLflow's SQL store lets the loser's unique-key violation out as
             // a 400. Sent again, the same rows are found and accepted, so it
-            // is worth retrying.
-            429 | 500..=599 => transient(status, path, body, server),
-            400 if is_write_conflict(body) => transient(status, path, body, server),
-            _ => match json.as_ref().and_then(|v| v.get("error_code")?.as_str()) {
+            // is worth retrying. An experiment created by someone else first
+            // says so with its own code (its message names the same SQL
+            // error), which the caller handles.
+            400 if is_write_conflict(body) && code != Some("RESOURCE_ALREADY_EXISTS") => {
+                transient(status, path, body, server)
+            }
+            _ => match code {
                 Some(code) => Ok(Answer::Api(ApiError {
                     status,
                     code: code.to_string(),
@@ -524,6 +529,19 @@ mod tests {
         assert!(matches!(
             c.classify("runs/log-batch", 400, body),
             Ok(Answer::Api(ApiError { status: 400, .. }))
+        ));
+    }
+
+    /// Regression (issue #9): retrying every 400 that named a unique-key
+    /// violation made an experiment that another process created first
+    /// (MLflow's message quotes the SQL error) a retry until the budget ran out.
+    #[test]
+    fn an_experiment_created_first_elsewhere_is_an_answer_not_a_retry() {
+        let c = Client::new("http://127.0.0.1:1", None, Duration::from_secs(1)).unwrap();
+        let body = br#"{"error_code": "RESOURCE_ALREADY_EXISTS", "message": "Experiment(name=x) already exists. Error: (sqlite3.IntegrityError) UNIQUE constraint failed: experiments.workspace, experiments.name"}"#;
+        assert!(matches!(
+            c.classify("experiments/create", 400, body),
+            Ok(Answer::Api(ApiError { status: 400, ref code, .. })) if code == "RESOURCE_ALREADY_EXISTS"
         ));
     }
 
