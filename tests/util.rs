@@ -133,7 +133,10 @@ pub fn read_http_request(stream: &std::net::TcpStream) -> (String, Vec<u8>) {
     use std::io::{BufRead, Read};
     let mut reader = std::io::BufReader::new(stream);
     let mut request = String::new();
-    let _ = reader.read_line(&mut request);
+    // Not HTTP (a TLS hello is not text): answer at once, never wait for more.
+    if reader.read_line(&mut request).is_err() {
+        return (String::new(), Vec::new());
+    }
     let path = request.split_whitespace().nth(1).unwrap_or("").to_string();
     let mut len = 0usize;
     let mut line = String::new();
