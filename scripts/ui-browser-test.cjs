@@ -122,6 +122,13 @@ async function main() {
   await page.evaluate(() => { window.__noReload = 'still here'; });
   await page.locator('#ranks tr[data-rank="2"] td').first().click();
   await page.setViewportSize({ width: 1280, height: 500 });
+  // The charts arrive after the rank table; only then is there room to scroll.
+  await page.waitForFunction(
+    (n) => document.querySelectorAll('figure.chart').length >= n
+      && document.documentElement.scrollHeight > window.innerHeight + 300,
+    METRICS.length,
+    { timeout: 30000 },
+  );
   await page.evaluate(() => window.scrollTo(0, 300));
   const scrollBefore = await page.evaluate(() => window.scrollY);
   check(scrollBefore >= 250, `scrolled down to ${scrollBefore}`);
