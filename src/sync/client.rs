@@ -479,7 +479,7 @@ fn transient(status: u16, path: &str, body: &[u8], server: String) -> Result<Ans
 
 /// Whether an error body is a database unique-key violation (SQLite,
 /// PostgreSQL, MySQL wording), which a concurrent writer of the same rows causes.
-fn is_write_conflict(body: &[u8]) -> bool {
+pub(crate) fn is_write_conflict(body: &[u8]) -> bool {
     let text = String::from_utf8_lossy(body);
     [
         "IntegrityError",

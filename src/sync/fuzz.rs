@@ -53,7 +53,13 @@ pub fn response(path: usize, status: u16, body: &[u8]) -> String {
             format!("api {shown}")
         }
         Err(Failure::Transient { detail, error, .. }) => {
-            assert!(status == 429 || (500..600).contains(&status));
+            // Busy or failing servers, and a 400 quoting a unique-key
+            // violation (two writers of the same rows at once).
+            assert!(
+                status == 429
+                    || (500..600).contains(&status)
+                    || (status == 400 && client::is_write_conflict(body))
+            );
             format!("transient {detail} {error}")
         }
         Err(Failure::Fatal(e)) => format!("fatal {e}"),
