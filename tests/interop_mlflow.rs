@@ -361,6 +361,20 @@ fn flatten(prefix: &str, v: &Value, out: &mut BTreeMap<String, String>) {
     }
 }
 
+/// MLflow's `[{"key": .., "value": ..}]` lists (tags, params) as a map.
+fn key_values(list: &Value) -> BTreeMap<String, String> {
+    list.as_array()
+        .into_iter()
+        .flatten()
+        .map(|t| {
+            (
+                t["key"].as_str().unwrap_or_default().to_string(),
+                t["value"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
 /// Checks one run on the server against its log; returns the remote run.
 pub(crate) fn verify(api: &Api, dir: &Path, status: &str) -> Value {
     let started = Instant::now();
@@ -382,18 +396,7 @@ pub(crate) fn verify(api: &Api, dir: &Path, status: &str) -> Value {
         "end time of {}",
         e.id
     );
-    let tags: BTreeMap<String, String> = run["data"]["tags"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-        .iter()
-        .map(|t| {
-            (
-                t["key"].as_str().unwrap_or_default().to_string(),
-                t["value"].as_str().unwrap_or_default().to_string(),
-            )
-        })
-        .collect();
+    let tags = key_values(&run["data"]["tags"]);
     assert_eq!(tags.get("ranklog.run_id"), Some(&e.id));
     assert_eq!(tags.get("ranklog.group"), e.group.as_ref());
     for (k, v) in &e.summary {
@@ -403,18 +406,7 @@ pub(crate) fn verify(api: &Api, dir: &Path, status: &str) -> Value {
             "summary {k}"
         );
     }
-    let params: BTreeMap<String, String> = run["data"]["params"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-        .iter()
-        .map(|t| {
-            (
-                t["key"].as_str().unwrap_or_default().to_string(),
-                t["value"].as_str().unwrap_or_default().to_string(),
-            )
-        })
-        .collect();
+    let params = key_values(&run["data"]["params"]);
     assert_eq!(params, e.params, "params of {}", e.id);
     // Keys MLflow rejects are renamed, and the renaming is recorded.
     let renamed: BTreeMap<String, String> = tags
